@@ -1,0 +1,39 @@
+"""Losses of both stages. Each returns the mean over its batch (one replica's batch)."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def cross_entropy_loss(labels, logits):
+  """Mean softmax cross-entropy of integer labels against logits."""
+  return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+      labels, tf.cast(logits, tf.float32), from_logits=True))
+
+
+def feature_distillation_loss(student_features, teacher_features):
+  """Mean over the batch of 1 - cos(student, teacher); both are L2-normalised here."""
+  student = tf.math.l2_normalize(tf.cast(student_features, tf.float32), axis=-1)
+  teacher = tf.math.l2_normalize(tf.cast(teacher_features, tf.float32), axis=-1)
+  return tf.reduce_mean(1.0 - tf.reduce_sum(student * teacher, axis=-1))
+
+
+def cbd_loss_terms(labels, logits, student_features, teacher_features, alpha, beta):
+  """(total, cross-entropy, distillation) with total = (1-alpha)*CE + alpha*beta*(1-cos)."""
+  ce = cross_entropy_loss(labels, logits)
+  distill = feature_distillation_loss(student_features, teacher_features)
+  return (1.0 - alpha) * ce + alpha * beta * distill, ce, distill
+
+
+def cbd_loss(labels, logits, student_features, teacher_features, alpha=0.4, beta=100.0):
+  """The CBD student loss of one batch (DESIGN.md section 1)."""
+  return cbd_loss_terms(labels, logits, student_features, teacher_features, alpha, beta)[0]
+
+
+def weight_decay_loss(weights, weight_decay):
+  """Explicit L2 term wd * 0.5 * sum of squared weights, as in the official recipe."""
+  if not weight_decay or not weights:
+    return tf.constant(0.0)
+  return weight_decay * 0.5 * tf.add_n([tf.reduce_sum(tf.square(tf.cast(w, tf.float32)))
+                                        for w in weights])

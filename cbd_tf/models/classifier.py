@@ -1,0 +1,118 @@
+"""Classifier: backbone (+ projection for CBD students) + cosine head; stage-one train_step."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from cbd_tf import losses
+from cbd_tf.models import heads, resnet
+
+
+def replica_count() -> int:
+  return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+@keras.saving.register_keras_serializable(package="cbd_tf")
+class Classifier(keras.Model):
+  """Images in [0, 1] of shape (N, S, S, 3) -> logits (N, C).
+
+  `embed` gives the feature the head sees: the backbone's pooled embedding, or, with
+  `projection_dim` > 0 (a CBD student), that embedding after Dense + ReLU.
+  """
+
+  def __init__(self, backbone: str, num_classes: int, image_size: int,
+               cosine_scale: float = 20.0, projection_dim: int = 0,
+               sync_batchnorm: bool = False, **kwargs):
+    super().__init__(**kwargs)
+    self.backbone_name = backbone
+    self.num_classes = num_classes
+    self.image_size = image_size
+    self.cosine_scale = cosine_scale
+    self.projection_dim = projection_dim
+    self.sync_batchnorm = sync_batchnorm
+    self.backbone = resnet.build_backbone(backbone, image_size, sync_batchnorm)
+    self.projection = heads.ProjectionHead(projection_dim, name="projection") if projection_dim else None
+    self.head = heads.CosineClassifier(num_classes, cosine_scale, name="head")
+    self.weight_decay = 0.0
+    self.loss_fn = losses.cross_entropy_loss
+    self.loss_metric = keras.metrics.Mean(name="loss")
+    self.loss_ce_metric = keras.metrics.Mean(name="loss_ce")
+    self.loss_wd_metric = keras.metrics.Mean(name="loss_weight_decay")
+    self.accuracy_metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    # Built now, so layers used only in train_step exist before an optimiser sees them.
+    self.build((None, image_size, image_size, 3))
+
+  @property
+  def embedding_dim(self) -> int:
+    return self.projection_dim or self.backbone.output_shape[-1]
+
+  def build(self, input_shape):
+    width = self.backbone.output_shape[-1]
+    if self.projection is not None:
+      self.projection.build((None, width))
+      width = self.projection_dim
+    self.head.build((None, width))
+    self.built = True
+
+  def embed(self, images, training=False):
+    features = self.backbone(images, training=training)
+    if self.projection is not None:
+      features = self.projection(features, training=training)
+    return features
+
+  def call_with_features(self, images, training=False):
+    features = self.embed(images, training=training)
+    return self.head(features), features
+
+  def call(self, images, training=False):
+    return self.head(self.embed(images, training=training))
+
+  def compile(self, optimizer="sgd", loss=None, weight_decay: float = 0.0, metrics=None,
+              **kwargs):
+    """`loss(labels, logits)` -> batch mean (default cross-entropy); `weight_decay` is the L2
+    coefficient of the explicit term wd * 0.5 * sum(w^2)."""
+    self.loss_fn = loss or losses.cross_entropy_loss
+    self.weight_decay = weight_decay
+    super().compile(optimizer=optimizer, **kwargs)
+
+  @property
+  def metrics(self):
+    return [self.loss_metric, self.loss_ce_metric, self.loss_wd_metric, self.accuracy_metric]
+
+  def train_step(self, data):
+    images, labels = data[0], data[1]
+    with tf.GradientTape() as tape:
+      logits = self(images, training=True)
+      ce = self.loss_fn(labels, logits)
+      weight_decay = losses.weight_decay_loss(self.trainable_weights, self.weight_decay)
+      total = ce + weight_decay
+      # Replica gradients are summed, so each replica's batch mean is divided by their count.
+      scaled = self.optimizer.scale_loss(total / replica_count())
+    gradients = tape.gradient(scaled, self.trainable_weights)
+    self.optimizer.apply(gradients, self.trainable_weights)
+    self.loss_metric.update_state(total)
+    self.loss_ce_metric.update_state(ce)
+    self.loss_wd_metric.update_state(weight_decay)
+    self.accuracy_metric.update_state(labels, logits)
+    return {m.name: m.result() for m in self.metrics}
+
+  def test_step(self, data):
+    images, labels = data[0], data[1]
+    logits = self(images, training=False)
+    ce = self.loss_fn(labels, logits)
+    self.loss_metric.update_state(ce)
+    self.loss_ce_metric.update_state(ce)
+    self.accuracy_metric.update_state(labels, logits)
+    return {m.name: m.result() for m in (self.loss_metric, self.loss_ce_metric,
+                                         self.accuracy_metric)}
+
+  def get_config(self):
+    return {"name": self.name, "trainable": self.trainable, "backbone": self.backbone_name,
+            "num_classes": self.num_classes, "image_size": self.image_size,
+            "cosine_scale": self.cosine_scale, "projection_dim": self.projection_dim,
+            "sync_batchnorm": self.sync_batchnorm}
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(**config)
