@@ -1,0 +1,77 @@
+import numpy as np
+import tensorflow as tf
+
+from cbd_tf import config as config_lib
+from cbd_tf.data import augment, pipeline, sources
+
+DATA = config_lib.DataConfig(image_size=12, batch_size=8, eval_batch_size=5, crop_min_area=0.3,
+                             eval_crop_fraction=0.75)
+
+
+def tiny_split(num_examples=20, size=16, channels=1):
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, size=(num_examples, size, size, channels), dtype=np.uint8)
+  return sources.Split(images, np.arange(num_examples, dtype=np.int64) % 4)
+
+
+def test_train_batches_have_model_shape_and_range():
+  dataset = pipeline.build_train_dataset(tiny_split(), DATA, "class_balanced", 0, 4)
+  images, labels = next(iter(dataset))
+  assert images.shape == (8, 12, 12, 3) and images.dtype == tf.float32
+  assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 1.0
+  assert labels.shape == (8,) and labels.dtype == tf.int64
+
+
+def test_training_stream_is_reproducible():
+  first = next(iter(pipeline.build_train_dataset(tiny_split(), DATA, "sqrt", 3, 4)))
+  second = next(iter(pipeline.build_train_dataset(tiny_split(), DATA, "sqrt", 3, 4)))
+  np.testing.assert_array_equal(first[0].numpy(), second[0].numpy())
+
+
+def test_shards_partition_the_global_batch():
+  whole = next(iter(pipeline.build_train_dataset(tiny_split(), DATA, "class_balanced", 1, 4)))
+  shards = [next(iter(pipeline.build_train_dataset(
+      tiny_split(), DATA, "class_balanced", 1, 4,
+      tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=i,
+                                 num_replicas_in_sync=2)))) for i in range(2)]
+  assert shards[0][0].shape[0] == 4
+  interleaved = np.stack([shards[0][1].numpy(), shards[1][1].numpy()], axis=1).reshape(-1)
+  np.testing.assert_array_equal(interleaved, whole[1].numpy())
+
+
+def test_eval_is_ordered_centre_crop_same_eagerly_and_in_graph():
+  split = tiny_split(num_examples=7, size=16, channels=3)
+  batches = list(pipeline.build_eval_dataset(split, DATA))
+  assert [b[0].shape[0] for b in batches] == [5, 2]
+  np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), split.labels)
+  eager = augment.preprocess_eval(tf.constant(split.images[0]), DATA)
+  np.testing.assert_allclose(batches[0][0][0].numpy(), eager.numpy(), atol=1e-6)
+  # 16px image, short side resized to 12 / 0.75 = 16, so the crop is the centre 12x12.
+  expected = split.images[0][2:14, 2:14].astype(np.float32) / 255
+  np.testing.assert_allclose(eager.numpy(), expected, atol=1e-6)
+
+
+def test_train_preprocessing_same_eagerly_and_in_graph():
+  image = tf.constant(tiny_split(size=20, channels=3).images[0])
+  seed = tf.constant([4, 2], tf.int64)
+  jitter = DATA.__class__(**{**DATA.__dict__, "augmentation": "jitter"})
+  eager = augment.preprocess_train(image, seed, jitter)
+  graph = tf.function(lambda i, s: augment.preprocess_train(i, s, jitter))(image, seed)
+  np.testing.assert_allclose(eager.numpy(), graph.numpy(), atol=1e-6)
+  assert eager.shape == (12, 12, 3)
+
+
+def test_grayscale_becomes_rgb_and_alpha_is_dropped():
+  gray = augment.to_float_rgb(tf.fill([2, 2, 1], tf.constant(255, tf.uint8)))
+  rgba = augment.to_float_rgb(tf.fill([2, 2, 4], tf.constant(51, tf.uint8)))
+  assert gray.shape == (2, 2, 3) and float(tf.reduce_min(gray)) == 1.0
+  assert rgba.shape == (2, 2, 3)
+  np.testing.assert_allclose(rgba.numpy(), 0.2, atol=1e-6)
+
+
+def test_colour_distortion_changes_colours_but_keeps_range():
+  image = tf.random.stateless_uniform([8, 8, 3], seed=[1, 2])
+  outputs = [augment.color_distortion(image, tf.constant([s, 0], tf.int64)) for s in range(20)]
+  changed = sum(not np.allclose(o.numpy(), image.numpy()) for o in outputs)
+  assert changed >= 10
+  assert all(0.0 <= float(tf.reduce_min(o)) and float(tf.reduce_max(o)) <= 1.0 for o in outputs)

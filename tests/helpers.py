@@ -1,0 +1,28 @@
+"""Shared test helpers: tiny models and subprocess runners."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_classifier(num_classes=4, image_size=8, projection_dim=0, sync_batchnorm=False):
+  from cbd_tf.models.classifier import Classifier  # pylint: disable=import-outside-toplevel
+  return Classifier("resnet8", num_classes, image_size, projection_dim=projection_dim,
+                    sync_batchnorm=sync_batchnorm)
+
+
+def tiny_batch(batch_size=8, image_size=8, num_classes=4, seed=0):
+  rng = np.random.default_rng(seed)
+  images = rng.uniform(size=(batch_size, image_size, image_size, 3)).astype(np.float32)
+  return images, (np.arange(batch_size) % num_classes).astype(np.int64)
+
+
+def run_module(module, *args, timeout=600):
+  """Runs `python -m module args` from the project root; returns the CompletedProcess."""
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout, check=False)

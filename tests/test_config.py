@@ -1,0 +1,46 @@
+import pytest
+
+from cbd_tf import config as config_lib
+
+
+def valid_config(**changes):
+  return config_lib.Config(workdir="/tmp/x").replace(**changes)
+
+
+def test_round_trip_through_dict(tmp_path):
+  config = valid_config(stage="student", distill={"teachers": ("a", "b"), "alpha": 0.3},
+                        data={"image_size": 32})
+  path = str(tmp_path / "config.json")
+  config.save(path)
+  assert config_lib.Config.load(path) == config
+
+
+def test_stage_default_sampling():
+  assert valid_config(stage="teacher").sampling == "instance"
+  assert valid_config(stage="student").sampling == "class_balanced"
+  assert valid_config(stage="teacher", data={"sampling": "sqrt"}).sampling == "sqrt"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"distill": {"alpha": 1.5}}, "distill_alpha must be in [0, 1]"),
+    ({"distill": {"alpha": -0.1}}, "distill_alpha must be in [0, 1]"),
+    ({"distill": {"beta": -1.0}}, "distill_beta must be >= 0"),
+    ({"stage": "student"}, "--stage=student needs --teachers"),
+    ({"stage": "distill"}, "unknown stage 'distill'"),
+    ({"workdir": ""}, "--workdir is required"),
+    ({"optimizer": {"epochs": 0}}, "epochs must be positive"),
+    ({"stage": "pipeline", "distill": {"teacher_specs": ("vanilla:1", "vanilla:1")}},
+     "repeats a teacher"),
+])
+def test_validate_names_the_problem(changes, message):
+  with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    valid_config(**changes).validate()
+
+
+def test_teacher_specs():
+  assert config_lib.parse_teacher_spec("vanilla:2") == ("standard", 2)
+  assert config_lib.parse_teacher_spec("jitter:1") == ("jitter", 1)
+  assert config_lib.teacher_run_name("jitter:1") == "jitter_1"
+  for bad in ("vanilla", "sepia:1", "jitter:x"):
+    with pytest.raises(ValueError, match="teacher spec"):
+      config_lib.parse_teacher_spec(bad)
