@@ -11,7 +11,10 @@ import json
 import os
 from typing import Any
 
-STAGES = ("teacher", "student", "pipeline")
+# Decoupled stages re-balance the classifier of a finished run (--backbone_from).
+DECOUPLED_STAGES = ("crt", "lws", "tau_norm", "ncm")
+STAGES = ("teacher", "student", "pipeline") + DECOUPLED_STAGES
+LOSSES = ("ce", "logit_adjusted", "balanced_softmax", "focal", "class_balanced", "ldam")
 AUGMENTATIONS = ("standard", "jitter")
 
 
@@ -31,6 +34,27 @@ class DataConfig:
   eval_crop_fraction: float = 224 / 256
   batch_size: int = 128
   eval_batch_size: int = 256
+  # Real data sets (cbd_tf/data/sources.py). TFDS prepares under data_dir; manual_dir
+  # holds manually downloaded archives (ImageNet for imagenet_lt).
+  manual_dir: str = ""
+  # file_list / places_lt: 'relative/path label' lines, paths relative to data_dir.
+  train_list: str = ""
+  val_list: str = ""
+  test_list: str = ""
+  # 0: one more than the largest training label (file_list, tfrecord).
+  num_classes: int = 0
+  # tfrecord: comma-separated glob patterns of tf.train.Example files.
+  tfrecord_train: str = ""
+  tfrecord_test: str = ""
+  tfrecord_image_key: str = "image"
+  tfrecord_label_key: str = "label"
+  # Decode every image file once before training and leave out those that fail.
+  validate_images: bool = True
+  # Exported TFDS/TFRecord images, file checks, skipped_files.txt; "" is the temp dir.
+  cache_dir: str = ""
+  randaugment: bool = False
+  randaugment_num_ops: int = 2
+  randaugment_magnitude: float = 9.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +63,10 @@ class ModelConfig:
   cosine_scale: float = 20.0
   # Student only: width of the projection head; set from the teachers at run time.
   projection_dim: int = 0
+  # Head variants written by decoupled stages: each class weight divided by its raw
+  # norm^head_norm_power (tau-norm; 1 is the plain cosine head), per-class logit scales (LWS).
+  head_norm_power: float = 1.0
+  class_scales: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +92,57 @@ class DistillConfig:
   teacher_sampling: str = "instance"
 
 
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+MIXED_PRECISION = ("", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributeConfig:
+  """Devices, numerics and fault tolerance."""
+  # auto: TPU if --tpu is set, else Mirrored over every GPU (2 or more), else default.
+  strategy: str = "auto"
+  tpu: str = ""
+  # Split the host CPU into this many logical devices (tests of Mirrored without GPUs).
+  cpu_devices: int = 0
+  sync_batchnorm: bool = False
+  mixed_precision: str = ""
+  # Op determinism: a resumed run ends with the same weights as an uninterrupted one.
+  deterministic: bool = False
+  # Save the training state every this many steps (and at every epoch end); 0: epochs only.
+  checkpoint_every_steps: int = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputConfig:
+  """What a run writes beside its weights: logs, evaluations, profiles, an export."""
+  # TensorBoard train/* scalars every this many steps.
+  log_every_steps: int = 10
+  # Shot-group evaluation on the test split (val/* scalars) every this many epochs; 0: never.
+  eval_every_epochs: int = 1
+  # First and last step to profile, e.g. (5, 8); empty: no profiling.
+  profile_batches: tuple[int, ...] = ()
+  # SavedModel written at the end of training; empty: none.
+  export_dir: str = ""
+  top_k: int = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class LongTailConfig:
+  """Re-balancing baselines beside CBD: loss-level (teacher stage) and decoupled stages."""
+  loss: str = "ce"
+  logit_adjust_tau: float = 1.0  # Menon et al. 2021.
+  focal_gamma: float = 2.0
+  class_balanced_beta: float = 0.9999  # Cui et al. 2019 effective number; also LDAM's DRW.
+  ldam_max_margin: float = 0.5  # Largest margin, in cosine units (Cao et al. 2019).
+  # Epoch at which LDAM switches on class-balanced weights (DRW); negative: 4/5 of the epochs.
+  drw_epoch: int = -1
+  # Evaluation subtracts posthoc_tau * log(class prior) from the logits; 0 leaves them.
+  posthoc_tau: float = 0.0
+  # Decoupled stages: the finished run (teacher or CBD student) whose backbone is kept.
+  backbone_from: str = ""
+  tau: float = 1.0  # tau_norm: class weights divided by norm^tau.
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
   stage: str = "teacher"
@@ -73,6 +152,9 @@ class Config:
   model: ModelConfig = ModelConfig()
   optimizer: OptimizerConfig = OptimizerConfig()
   distill: DistillConfig = DistillConfig()
+  output: OutputConfig = OutputConfig()
+  distribute: DistributeConfig = DistributeConfig()
+  long_tail: LongTailConfig = LongTailConfig()
 
   @property
   def sampling(self) -> str:
@@ -107,6 +189,12 @@ class Config:
     _check(self.data.batch_size > 0, f"batch_size must be positive, got {self.data.batch_size}")
     _check(self.data.eval_batch_size > 0,
            f"eval_batch_size must be positive, got {self.data.eval_batch_size}")
+    _check(self.data.num_classes >= 0,
+           f"num_classes must be >= 0, got {self.data.num_classes}")
+    _check(self.data.randaugment_num_ops >= 1,
+           f"randaugment_num_ops must be >= 1, got {self.data.randaugment_num_ops}")
+    _check(0 <= self.data.randaugment_magnitude <= 10,
+           f"randaugment_magnitude must be in [0, 10], got {self.data.randaugment_magnitude}")
     _check(self.model.cosine_scale > 0,
            f"cosine_scale must be positive, got {self.model.cosine_scale}")
     _check(self.optimizer.learning_rate > 0,
@@ -123,6 +211,38 @@ class Config:
     _check(0 <= self.distill.alpha <= 1,
            f"distill_alpha must be in [0, 1], got {self.distill.alpha}")
     _check(self.distill.beta >= 0, f"distill_beta must be >= 0, got {self.distill.beta}")
+    _check(self.distribute.strategy in STRATEGIES, f"unknown strategy "
+           f"{self.distribute.strategy!r}; valid: {', '.join(STRATEGIES)}")
+    _check(self.distribute.mixed_precision in MIXED_PRECISION,
+           f"unknown mixed_precision {self.distribute.mixed_precision!r}; valid: bfloat16, float16")
+    _check(self.distribute.cpu_devices >= 0,
+           f"cpu_devices must be >= 0, got {self.distribute.cpu_devices}")
+    _check(self.distribute.checkpoint_every_steps >= 0,
+           f"checkpoint_every_steps must be >= 0, got {self.distribute.checkpoint_every_steps}")
+    _check(self.distribute.strategy != "tpu" or bool(self.distribute.tpu),
+           "--strategy=tpu needs --tpu=ADDRESS (or 'local')")
+    _check(self.output.log_every_steps > 0,
+           f"log_every_steps must be positive, got {self.output.log_every_steps}")
+    _check(self.output.eval_every_epochs >= 0,
+           f"eval_every_epochs must be >= 0, got {self.output.eval_every_epochs}")
+    _check(len(self.output.profile_batches) in (0, 2) and
+           list(self.output.profile_batches) == sorted(self.output.profile_batches) and
+           all(b >= 0 for b in self.output.profile_batches),
+           f"profile_batches must be FIRST,LAST steps, got {self.output.profile_batches}")
+    _check(self.output.top_k >= 1, f"top_k must be >= 1, got {self.output.top_k}")
+    _check(self.long_tail.loss in LOSSES,
+           f"unknown loss {self.long_tail.loss!r}; valid: {', '.join(LOSSES)}")
+    _check(self.long_tail.loss == "ce" or self.stage == "teacher",
+           f"--loss={self.long_tail.loss} applies to --stage=teacher only, not {self.stage}")
+    _check(self.long_tail.focal_gamma >= 0,
+           f"focal_gamma must be >= 0, got {self.long_tail.focal_gamma}")
+    _check(0 <= self.long_tail.class_balanced_beta < 1,
+           f"class_balanced_beta must be in [0, 1), got {self.long_tail.class_balanced_beta}")
+    _check(self.long_tail.ldam_max_margin >= 0,
+           f"ldam_max_margin must be >= 0, got {self.long_tail.ldam_max_margin}")
+    if self.stage in DECOUPLED_STAGES:
+      _check(bool(self.long_tail.backbone_from),
+             f"--stage={self.stage} needs --backbone_from=RUN_DIR (a finished teacher or student)")
     if self.stage == "student":
       _check(bool(self.distill.teachers),
              "--stage=student needs --teachers=RUN_DIR[,RUN_DIR...]")
@@ -141,7 +261,9 @@ class Config:
   def from_dict(cls, values: dict[str, Any]) -> "Config":
     sections = {
         "data": DataConfig, "model": ModelConfig,
-        "optimizer": OptimizerConfig, "distill": DistillConfig,
+        "optimizer": OptimizerConfig, "distill": DistillConfig, "output": OutputConfig,
+        "distribute": DistributeConfig,
+        "long_tail": LongTailConfig,
     }
     kwargs = dict(values)
     for name, section_cls in sections.items():

@@ -8,7 +8,8 @@ import keras
 import tensorflow as tf
 
 from cbd_tf import losses
-from cbd_tf.models.classifier import Classifier, replica_count
+from cbd_tf.models.classifier import (Classifier, build_optimizer_for, replica_count,
+                                     step_logs)
 
 
 class _FrozenTeachers:
@@ -79,6 +80,9 @@ class CBDDistiller(keras.Model):
     return [self.loss_metric, self.loss_ce_metric, self.loss_distill_metric,
             self.loss_wd_metric, self.accuracy_metric]
 
+  def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    build_optimizer_for(self)
+
   def train_step(self, data):
     images, labels = data[0], data[1]
     targets = tf.stop_gradient(teacher_features(self.teachers, images))
@@ -98,7 +102,7 @@ class CBDDistiller(keras.Model):
     self.loss_distill_metric.update_state(distill)
     self.loss_wd_metric.update_state(weight_decay)
     self.accuracy_metric.update_state(labels, logits)
-    return {m.name: m.result() for m in self.metrics}
+    return step_logs(self.metrics)
 
   def test_step(self, data):
     images, labels = data[0], data[1]

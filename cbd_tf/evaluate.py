@@ -2,6 +2,7 @@
 
   python -m cbd_tf.evaluate --workdir=RUN_DIR
   python -m cbd_tf.evaluate --workdir=PIPELINE_DIR   # every teacher and the student
+  python -m cbd_tf.evaluate --saved_model=EXPORT_DIR # an export; prints, writes nothing
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import glob
 import os
 import sys
 
+import tensorflow as tf
 from absl import app
 
-from cbd_tf import flags, metrics, run_dir, stages
-from cbd_tf.data import sources
+from cbd_tf import export, flags, metrics, run_dir, stages
+from cbd_tf.data import pipeline, sources
 
 
 def evaluate_run(directory: str) -> dict:
@@ -24,6 +26,20 @@ def evaluate_run(directory: str) -> dict:
   if list(train_counts) != list(source.train_counts):
     raise ValueError(f"{directory}: the data's class counts differ from those it trained on")
   return stages.evaluate_and_save(model, config.replace(workdir=directory), source)
+
+
+def evaluate_saved_model(export_dir: str) -> dict:
+  """Metrics of an export's predict_images signature on the test split it was trained for."""
+  _, train_counts, config = export.read_export_assets(export_dir)
+  source = sources.load_source(config.data)
+  if list(train_counts) != list(source.train_counts):
+    raise ValueError(f"{export_dir}: the data's class counts differ from those it trained on")
+  predict = tf.saved_model.load(export_dir).signatures["predict_images"]
+  result = metrics.evaluate_model(
+      lambda images, training=False: predict(images=images)["probabilities"],
+      pipeline.build_eval_dataset(source.test, config.data), source.train_counts)
+  print(f"\n{export_dir}\n{metrics.format_table({'saved_model': result})}", flush=True)
+  return result
 
 
 def run_directories(directory: str) -> dict[str, str]:
@@ -40,8 +56,13 @@ def run_directories(directory: str) -> dict[str, str]:
 
 def main(argv: list[str]) -> None:
   del argv
+  if flags.FLAGS.saved_model:
+    if not os.path.exists(os.path.join(flags.FLAGS.saved_model, "saved_model.pb")):
+      sys.exit(f"cbd_tf.evaluate: error: no saved_model.pb in {flags.FLAGS.saved_model!r}")
+    evaluate_saved_model(flags.FLAGS.saved_model)
+    return
   if not flags.FLAGS.workdir:
-    sys.exit("cbd_tf.evaluate: error: --workdir is required")
+    sys.exit("cbd_tf.evaluate: error: --workdir=RUN_DIR or --saved_model=EXPORT_DIR is required")
   try:
     runs = run_directories(flags.FLAGS.workdir)
     for directory in runs.values():

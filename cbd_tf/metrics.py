@@ -1,4 +1,4 @@
-"""Top-1 accuracy overall, by shot group (many / medium / few) and per class."""
+"""Top-1 accuracy overall, by shot group (many / medium / few) and per class; calibration."""
 
 from __future__ import annotations
 
@@ -10,12 +10,32 @@ import numpy as np
 from cbd_tf.data import long_tail
 
 
+ECE_BINS = 15
+
+
+def expected_calibration_error(confidences: np.ndarray, correct: np.ndarray,
+                               num_bins: int = ECE_BINS) -> float:
+  """sum over equal-width confidence bins (lo, hi] of |bin| / n * |accuracy - mean confidence|
+  (Guo et al. 2017); confidence is the top softmax probability."""
+  confidences = np.asarray(confidences, np.float64)
+  correct = np.asarray(correct, np.float64)
+  if not len(confidences):
+    return float("nan")
+  bins = np.clip(np.ceil(confidences * num_bins).astype(np.int64) - 1, 0, num_bins - 1)
+  error = 0.0
+  for b in np.unique(bins):
+    members = bins == b
+    error += members.sum() * abs(correct[members].mean() - confidences[members].mean())
+  return float(error / len(confidences))
+
+
 def shot_group_accuracy(predictions: np.ndarray, labels: np.ndarray,
-                        train_counts: np.ndarray) -> dict:
+                        train_counts: np.ndarray, confidences: np.ndarray | None = None) -> dict:
   """Metrics of predicted vs true labels; a group or class without test images gives None.
 
   Group accuracy is the mean of its classes' accuracies, as in OLTR / Decoupling / CBD;
-  on a balanced test set that equals the accuracy over the group's images.
+  on a balanced test set that equals the accuracy over the group's images. With the top
+  softmax probability of each prediction as `confidences`, also `ece` (15 bins).
   """
   predictions = np.asarray(predictions)
   labels = np.asarray(labels)
@@ -34,21 +54,32 @@ def shot_group_accuracy(predictions: np.ndarray, labels: np.ndarray,
   result["per_class"] = per_class
   result["num_test"] = int(len(labels))
   result["num_classes_by_group"] = {g: int(np.sum(groups == g)) for g in long_tail.SHOT_GROUPS}
+  if confidences is not None:
+    result["ece"] = expected_calibration_error(confidences, correct) if len(labels) else None
   return result
 
 
 def evaluate_model(model, dataset, train_counts: np.ndarray) -> dict:
   """Runs `model` (images -> logits) over a dataset of (images, labels) batches."""
-  predictions, labels = [], []
+  predictions, labels, confidences = [], [], []
   for images, batch_labels in dataset:
-    predictions.append(np.argmax(model(images, training=False), axis=-1))
+    logits = np.asarray(model(images, training=False), np.float64)
+    probabilities = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probabilities /= probabilities.sum(axis=-1, keepdims=True)
+    predictions.append(np.argmax(logits, axis=-1))
+    confidences.append(probabilities.max(axis=-1))
     labels.append(np.asarray(batch_labels))
-  return shot_group_accuracy(np.concatenate(predictions), np.concatenate(labels), train_counts)
+  return shot_group_accuracy(np.concatenate(predictions), np.concatenate(labels), train_counts,
+                             np.concatenate(confidences))
 
 
 def format_table(rows: Mapping[str, Mapping]) -> str:
-  """Rows of metrics as an aligned text table, accuracies in percent; None prints as '-'."""
+  """Rows of metrics as an aligned text table, accuracies in percent; None prints as '-'.
+
+  Calibration error (ece, also in percent) is a column when some row has it."""
   columns = ("top1",) + long_tail.SHOT_GROUPS
+  if any("ece" in metrics for metrics in rows.values()):
+    columns += ("ece",)
   name_width = max(len("run"), *(len(name) for name in rows))
   lines = [f"{'run':<{name_width}}  " + "  ".join(f"{c:>7}" for c in columns)]
   for name, metrics in rows.items():

@@ -60,7 +60,10 @@ def check_trained(run_dir: str) -> None:
 def build_classifier(config: config_lib.Config, num_classes: int) -> Classifier:
   return Classifier(config.model.backbone, num_classes, config.data.image_size,
                     cosine_scale=config.model.cosine_scale,
-                    projection_dim=config.model.projection_dim)
+                    projection_dim=config.model.projection_dim,
+                    head_norm_power=config.model.head_norm_power,
+                    class_scales=config.model.class_scales,
+                    sync_batchnorm=config.distribute.sync_batchnorm)
 
 
 def save_final_weights(model: Classifier, run_dir: str) -> None:

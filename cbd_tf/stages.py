@@ -1,7 +1,8 @@
 """The training stages as plain functions: what `python -m cbd_tf.train` runs.
 
   validate_run(config)  every check that needs no training, raising ValueError
-  run(config)           teacher, student or the whole pipeline; returns metrics
+  run(config)           teacher, student, the whole pipeline, or a decoupled stage
+                        (crt / lws / tau_norm / ncm on --backbone_from); returns metrics
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import tensorflow as tf
 from absl import logging
 
 from cbd_tf import config as config_lib
-from cbd_tf import distiller, metrics, run_dir, schedules, teachers
+from cbd_tf import callbacks, distiller, export, metrics, report, run_dir, schedules, teachers
+from cbd_tf import decoupled, distribute, long_tail_losses, resume
 from cbd_tf.data import pipeline, sampling, sources
 from cbd_tf.models import resnet
 
 COMPARISON = "comparison.json"
+TENSORBOARD = "tensorboard"
 
 
 def validate_run(config: config_lib.Config) -> sources.Source:
@@ -34,17 +37,25 @@ def validate_run(config: config_lib.Config) -> sources.Source:
   source = sources.load_source(config.data)
   if config.stage == "student":
     teachers.check_teachers(config.distill.teachers, source.num_classes, config.data.image_size)
+  if config.stage in config_lib.DECOUPLED_STAGES:
+    decoupled.check_backbone_run(config.long_tail.backbone_from, source.num_classes,
+                                 config.data.image_size)
   for policy in {config.sampling, config.distill.teacher_sampling}:
     sampling.class_probabilities(source.train_counts, policy)
   return source
 
 
-def run(config: config_lib.Config, source: sources.Source | None = None) -> dict:
-  """Trains what `config.stage` names and returns its metrics (per run for a pipeline)."""
+def run(config: config_lib.Config, source: sources.Source | None = None,
+        strategy: tf.distribute.Strategy | None = None) -> dict:
+  """Trains what `config.stage` names and returns its metrics (per run for a pipeline).
+
+  `strategy` defaults to the current one; the CLI builds it from --strategy.
+  """
   source = source or validate_run(config)
+  strategy = strategy or tf.distribute.get_strategy()
   if config.stage == "pipeline":
-    return run_pipeline(config, source)
-  return train_stage(config, source)
+    return run_pipeline(config, source, strategy)
+  return train_stage(config, source, strategy)
 
 
 def teacher_config(config: config_lib.Config, spec: str) -> config_lib.Config:
@@ -53,7 +64,8 @@ def teacher_config(config: config_lib.Config, spec: str) -> config_lib.Config:
   return config.replace(
       stage="teacher", seed=1000 * config.seed + seed,
       workdir=os.path.join(config.workdir, "teachers", config_lib.teacher_run_name(spec)),
-      data={"augmentation": augmentation, "sampling": config.distill.teacher_sampling})
+      data={"augmentation": augmentation, "sampling": config.distill.teacher_sampling},
+      output={"export_dir": ""})  # a pipeline exports its student only
 
 
 def student_config(config: config_lib.Config) -> config_lib.Config:
@@ -62,23 +74,30 @@ def student_config(config: config_lib.Config) -> config_lib.Config:
                         distill={"teachers": teacher_dirs})
 
 
-def run_pipeline(config: config_lib.Config, source: sources.Source) -> dict:
+def run_pipeline(config: config_lib.Config, source: sources.Source,
+                 strategy: tf.distribute.Strategy | None = None) -> dict:
   """Every teacher, then the student; runs whose final weights exist are not retrained."""
+  strategy = strategy or tf.distribute.get_strategy()
   results = {}
   for spec in config.distill.teacher_specs:
     stage_config = teacher_config(config, spec)
-    results[config_lib.teacher_run_name(spec)] = _train_or_reuse(stage_config, source)
-  results["student"] = _train_or_reuse(student_config(config), source)
+    results[config_lib.teacher_run_name(spec)] = _train_or_reuse(stage_config, source, strategy)
+  results["student"] = _train_or_reuse(student_config(config), source, strategy)
+  if not distribute.is_chief(strategy):
+    return results
   table = metrics.format_table(results)
   run_dir.write_json(os.path.join(config.workdir, COMPARISON), results)
   with open(os.path.join(config.workdir, "comparison.txt"), "w") as f:
     f.write(table + "\n")
+  report.write_report(config.workdir, results, source.train_counts,
+                      f"Teachers vs CBD student on {config.data.dataset}")
   print(f"\nTeachers vs CBD student on {config.data.dataset} (top-1 %; shot groups by "
         f"training images: many > 100, medium 20-100, few < 20)\n{table}", flush=True)
   return results
 
 
-def _train_or_reuse(config: config_lib.Config, source: sources.Source) -> dict:
+def _train_or_reuse(config: config_lib.Config, source: sources.Source,
+                    strategy: tf.distribute.Strategy) -> dict:
   if run_dir.is_trained(config.workdir):
     metrics_path = os.path.join(config.workdir, run_dir.METRICS)
     logging.info("%s is trained already; not retraining", config.workdir)
@@ -88,46 +107,90 @@ def _train_or_reuse(config: config_lib.Config, source: sources.Source) -> dict:
     return evaluate_and_save(model, config, source)
   if config.stage == "student":
     teachers.check_teachers(config.distill.teachers, source.num_classes, config.data.image_size)
-  return train_stage(config, source)
+  return train_stage(config, source, strategy)
 
 
-def train_stage(config: config_lib.Config, source: sources.Source) -> dict:
-  """Trains one classifier (teacher or CBD student), saves it, evaluates it."""
-  os.makedirs(config.workdir, exist_ok=True)
+def train_stage(config: config_lib.Config, source: sources.Source,
+                strategy: tf.distribute.Strategy | None = None) -> dict:
+  """Trains one classifier (teacher, CBD student or decoupled head), saves it, evaluates it.
+
+  A run killed part-way resumes from its last checkpoint when started again.
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  chief = distribute.is_chief(strategy)
+  save_dir = distribute.worker_directory(config.workdir, strategy)
+  os.makedirs(save_dir, exist_ok=True)
   keras.utils.set_random_seed(config.seed)
-  strategy = tf.distribute.get_strategy()
   with strategy.scope():
     if config.stage == "student":
       frozen = teachers.load_teachers(config.distill.teachers)
       config = config.replace(model={"projection_dim": distiller.teacher_feature_dim(frozen)})
-    classifier = run_dir.build_classifier(config, source.num_classes)
+    if config.stage in config_lib.DECOUPLED_STAGES:
+      # The finished run's backbone, frozen, under the head this stage re-balances.
+      classifier, config = decoupled.build_decoupled_classifier(config, source)
+    else:
+      classifier = run_dir.build_classifier(config, source.num_classes)
     trainer = (distiller.CBDDistiller(classifier, frozen, config.distill.alpha,
                                       config.distill.beta)
                if config.stage == "student" else classifier)
     steps_per_epoch = (config.optimizer.steps_per_epoch
                        or math.ceil(len(source.train) / config.data.batch_size))
-    trainer.compile(optimizer=_build_optimizer(config, steps_per_epoch),
-                    weight_decay=config.optimizer.weight_decay)
-  config.save(os.path.join(config.workdir, run_dir.CONFIG))
-  run_dir.write_classes(config.workdir, source.class_names, source.train_counts)
+    loss, loss_callbacks = long_tail_losses.build_loss(
+        config.long_tail, source.train_counts, config.model.cosine_scale, config.optimizer.epochs)
+    optimizer = _build_optimizer(config, steps_per_epoch)
+    trainer.compile(optimizer=optimizer, weight_decay=config.optimizer.weight_decay,
+                    **({} if config.stage == "student" else {"loss": loss}))
+    # Built now, so a checkpoint's optimiser slots have variables to restore into.
+    optimizer.build(classifier.trainable_variables)
+    state = resume.TrainingState(config.workdir, save_dir, classifier, optimizer)
+    start_step = state.restore()
+  if chief:
+    config.save(os.path.join(config.workdir, run_dir.CONFIG))
+    run_dir.write_classes(config.workdir, source.class_names, source.train_counts)
 
-  dataset = strategy.distribute_datasets_from_function(
-      lambda context: pipeline.build_train_dataset(
-          source.train, config.data, config.sampling, config.seed, source.num_classes, context))
-  logging.info("training %s in %s: %d epochs x %d steps, %s sampling", config.stage,
-               config.workdir, config.optimizer.epochs, steps_per_epoch, config.sampling)
-  trainer.fit(dataset, epochs=config.optimizer.epochs, steps_per_epoch=steps_per_epoch,
-              callbacks=_callbacks(config.workdir), shuffle=False,
-              verbose=1 if sys.stdout.isatty() else 2)
-  run_dir.save_final_weights(classifier, config.workdir)
-  return evaluate_and_save(classifier, config, source)
+  if config.stage not in config_lib.DECOUPLED_STAGES or config.stage in decoupled.TRAINED_STAGES:
+    def build_dataset(step):
+      return strategy.distribute_datasets_from_function(
+          lambda context: pipeline.build_train_dataset(
+              source.train, config.data, config.sampling, config.seed, source.num_classes,
+              context, start_step=step))
+    logging.info("training %s in %s: %d epochs x %d steps from step %d, %s sampling",
+                 config.stage, config.workdir, config.optimizer.epochs, steps_per_epoch,
+                 start_step, config.sampling)
+    with strategy.scope():
+      resume.fit_from_step(
+          trainer, build_dataset, start_step, config.optimizer.epochs, steps_per_epoch,
+          callbacks=(loss_callbacks + _callbacks(config, classifier, source, save_dir) +
+                     [resume.StopOnNonFiniteLoss(),
+                      resume.SaveTrainingState(state, config.distribute.checkpoint_every_steps)]),
+          verbose=1 if sys.stdout.isatty() else 2)
+  run_dir.save_final_weights(classifier, save_dir)
+  if config.output.export_dir and chief:
+    export.export_saved_model(classifier, config.output.export_dir, source.class_names,
+                              source.train_counts, config, config.output.top_k)
+    logging.info("exported a SavedModel to %s", config.output.export_dir)
+  result = evaluate_and_save(classifier, config, source, write=chief)
+  distribute.barrier(strategy)
+  return result
 
 
-def evaluate_and_save(model, config: config_lib.Config, source: sources.Source) -> dict:
+def evaluate_and_save(model, config: config_lib.Config, source: sources.Source,
+                      write: bool = True) -> dict:
   """Test-split metrics of `model`, printed and written to the run's metrics.json."""
-  result = metrics.evaluate_model(model, pipeline.build_eval_dataset(source.test, config.data),
+  # Post-hoc logit adjustment (--posthoc_tau) lives in the config, so reloads repeat it.
+  adjusted = long_tail_losses.posthoc_adjusted(model, source.train_counts,
+                                               config.long_tail.posthoc_tau)
+  result = metrics.evaluate_model(adjusted, pipeline.build_eval_dataset(source.test, config.data),
                                   source.train_counts)
+  # Image files left out because they did not decode (listed in skipped_files.txt).
+  result["skipped_images"] = source.num_skipped
+  if source.num_skipped:
+    logging.warning("%d unreadable image files were skipped", source.num_skipped)
+  if not write:
+    return result
   run_dir.write_json(os.path.join(config.workdir, run_dir.METRICS), result)
+  report.write_report(config.workdir, {config.stage: result}, source.train_counts,
+                      f"{config.stage} on {config.data.dataset}: {config.workdir}")
   print(f"\n{config.workdir}\n{metrics.format_table({config.stage: result})}", flush=True)
   return result
 
@@ -141,12 +204,17 @@ def _build_optimizer(config: config_lib.Config, steps_per_epoch: int) -> keras.o
   return keras.optimizers.SGD(schedule, momentum=config.optimizer.momentum)
 
 
-def _callbacks(workdir: str) -> list[keras.callbacks.Callback]:
-  return [
-      # Resumes an interrupted run from its last epoch; removed when training ends.
-      keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
-      keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), update_freq="epoch"),
-  ]
+def _callbacks(config: config_lib.Config, classifier, source: sources.Source,
+               save_dir: str) -> list[keras.callbacks.Callback]:
+  log_dir = os.path.join(save_dir, TENSORBOARD)
+  result = [callbacks.StepScalars(log_dir, config.output.log_every_steps)]
+  if config.output.eval_every_epochs:
+    result.append(callbacks.ShotGroupEvaluation(
+        classifier, pipeline.build_eval_dataset(source.test, config.data), source.train_counts,
+        log_dir, config.output.eval_every_epochs))
+  if config.output.profile_batches:
+    result.append(callbacks.Profile(log_dir, *config.output.profile_batches))
+  return result
 
 
 def _check_writable(workdir: str) -> None:

@@ -13,7 +13,8 @@ from tests import helpers
 def pipeline_dir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("smoke"))
   result = helpers.run_module("cbd_tf.train", "--flagfile=configs/smoke.flags",
-                              f"--workdir={workdir}")
+                              f"--workdir={workdir}", "--log_every_steps=1",
+                              "--profile_batches=1,2", f"--export_dir={workdir}/export")
   assert result.returncode == 0, result.stderr[-3000:]
   return workdir, result.stdout
 

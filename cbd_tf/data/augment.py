@@ -1,4 +1,4 @@
-"""Per-example preprocessing: uint8 image in, float32 RGB in [0, 1] out.
+"""Per-example preprocessing: encoded bytes or uint8 image in, float32 RGB in [0, 1] out.
 
 Training randomness is stateless: every example carries its own seed, so a given
 seed gives the same crops whatever the parallelism, and a resumed run can replay it.
@@ -9,11 +9,20 @@ from __future__ import annotations
 import tensorflow as tf
 
 from cbd_tf import config as config_lib
+from cbd_tf.data import randaugment
 
 # SimCLR colour distortion at strength 1.0.
 JITTER_STRENGTH = 1.0
 JITTER_PROBABILITY = 0.8
 GRAYSCALE_PROBABILITY = 0.2
+
+
+def decode_image(contents: tf.Tensor) -> tf.Tensor:
+  """Encoded JPEG (incl. CMYK), PNG (8/16-bit, gray, RGBA), GIF (first frame), BMP or WebP
+  -> uint8 (H, W, 3). Raises InvalidArgumentError on a corrupt, truncated or non-image file."""
+  image = tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
+  image.set_shape([None, None, 3])
+  return image
 
 
 def to_float_rgb(image: tf.Tensor) -> tf.Tensor:
@@ -40,6 +49,11 @@ def preprocess_train(image: tf.Tensor, seed: tf.Tensor, data: config_lib.DataCon
   image = tf.image.resize(image, [data.image_size, data.image_size], antialias=True)
   if data.horizontal_flip:
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+  if data.randaugment:
+    # Folded in rather than split off, so runs without RandAugment keep their crops.
+    image = randaugment.rand_augment(
+        image, tf.random.experimental.stateless_fold_in(seed, 1),
+        data.randaugment_num_ops, data.randaugment_magnitude)
   if data.augmentation == "jitter":
     image = color_distortion(image, jitter_seed)
   return tf.clip_by_value(image, 0.0, 1.0)

@@ -13,6 +13,23 @@ def replica_count() -> int:
   return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def step_logs(metrics) -> dict:
+  """Metric results as a train_step returns them. Across workers Keras 3.15 reduces them
+  along axis 0 and fails on scalars, so there they get a length-1 axis."""
+  multi_worker = isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy)
+  return {m.name: tf.reshape(m.result(), [1]) if multi_worker else m.result() for m in metrics}
+
+
+def build_optimizer_for(model: keras.Model) -> None:
+  """Stands in for Keras' `_maybe_symbolic_build`, which probes the first batch with a
+  strategy.reduce that fails across workers (MultiWorkerMirroredStrategy, Keras 3.15).
+  Our models are built in __init__ and compile no Keras losses or metrics, so only the
+  optimiser is left to build."""
+  if model.optimizer is not None and not model.optimizer.built:
+    with model.distribute_strategy.scope():
+      model.optimizer.build(model.trainable_variables)
+
+
 @keras.saving.register_keras_serializable(package="cbd_tf")
 class Classifier(keras.Model):
   """Images in [0, 1] of shape (N, S, S, 3) -> logits (N, C).
@@ -23,7 +40,8 @@ class Classifier(keras.Model):
 
   def __init__(self, backbone: str, num_classes: int, image_size: int,
                cosine_scale: float = 20.0, projection_dim: int = 0,
-               sync_batchnorm: bool = False, **kwargs):
+               sync_batchnorm: bool = False, head_norm_power: float = 1.0,
+               class_scales: bool = False, **kwargs):
     super().__init__(**kwargs)
     self.backbone_name = backbone
     self.num_classes = num_classes
@@ -31,9 +49,12 @@ class Classifier(keras.Model):
     self.cosine_scale = cosine_scale
     self.projection_dim = projection_dim
     self.sync_batchnorm = sync_batchnorm
+    self.head_norm_power = head_norm_power
+    self.class_scales = class_scales
     self.backbone = resnet.build_backbone(backbone, image_size, sync_batchnorm)
     self.projection = heads.ProjectionHead(projection_dim, name="projection") if projection_dim else None
-    self.head = heads.CosineClassifier(num_classes, cosine_scale, name="head")
+    self.head = heads.CosineClassifier(num_classes, cosine_scale, norm_power=head_norm_power,
+                                       class_scales=class_scales, name="head")
     self.weight_decay = 0.0
     self.loss_fn = losses.cross_entropy_loss
     self.loss_metric = keras.metrics.Mean(name="loss")
@@ -80,6 +101,9 @@ class Classifier(keras.Model):
   def metrics(self):
     return [self.loss_metric, self.loss_ce_metric, self.loss_wd_metric, self.accuracy_metric]
 
+  def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    build_optimizer_for(self)
+
   def train_step(self, data):
     images, labels = data[0], data[1]
     with tf.GradientTape() as tape:
@@ -95,7 +119,7 @@ class Classifier(keras.Model):
     self.loss_ce_metric.update_state(ce)
     self.loss_wd_metric.update_state(weight_decay)
     self.accuracy_metric.update_state(labels, logits)
-    return {m.name: m.result() for m in self.metrics}
+    return step_logs(self.metrics)
 
   def test_step(self, data):
     images, labels = data[0], data[1]
@@ -111,7 +135,8 @@ class Classifier(keras.Model):
     return {"name": self.name, "trainable": self.trainable, "backbone": self.backbone_name,
             "num_classes": self.num_classes, "image_size": self.image_size,
             "cosine_scale": self.cosine_scale, "projection_dim": self.projection_dim,
-            "sync_batchnorm": self.sync_batchnorm}
+            "sync_batchnorm": self.sync_batchnorm, "head_norm_power": self.head_norm_power,
+            "class_scales": self.class_scales}
 
   @classmethod
   def from_config(cls, config):

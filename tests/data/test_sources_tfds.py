@@ -1,0 +1,102 @@
+"""TFDS-backed sources under tfds.testing.mock_data (offline).
+
+The mock's own examples have uniform labels and `info.splits` is empty, so these tests
+supply their own examples (a long-tailed label pattern) through `as_dataset_fn`.
+"""
+
+import contextlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from cbd_tf import config as config_lib
+from cbd_tf.data import sources, tfds_sources
+
+
+def long_tailed_labels(num_classes: int, head_extra: int) -> np.ndarray:
+  """Every class once, plus `head_extra` more examples of class 0 and 1 more of class 1."""
+  return np.concatenate([np.arange(num_classes), np.zeros(head_extra, np.int64), [1]])
+
+
+def fake_as_dataset(train_labels=None, test_labels=None, per_class=None):
+  """as_dataset_fn for tfds.testing.mock_data: PNG images, labels chosen here.
+
+  `per_class` gives every class that many examples in every split (CIFAR); otherwise
+  train / test labels default to long_tailed_labels and one example a class.
+  """
+  def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False):
+    del read_config, shuffle_files
+    num_classes = self.info.features["label"].num_classes
+    if per_class:
+      labels = np.tile(np.arange(num_classes), per_class)
+    elif split == "train":
+      labels = long_tailed_labels(num_classes, 3) if train_labels is None else train_labels
+    else:
+      labels = np.arange(num_classes) if test_labels is None else test_labels
+    shape = self.info.features["image"].shape
+    height, width = (shape[0] or 12, shape[1] or 10)
+    image = tf.io.encode_png(tf.fill([height, width, 3], tf.constant(90, tf.uint8)))
+    dataset = tf.data.Dataset.from_tensor_slices(np.asarray(labels, np.int64)).map(
+        lambda label: {"image": image, "label": label})
+    if not (decoders and "image" in decoders):
+      dataset = dataset.map(lambda example: {**example, "image": tf.io.decode_png(
+          example["image"], channels=3)})
+    return dataset
+  return as_dataset
+
+
+@contextlib.contextmanager
+def mocked_tfds(**kwargs):
+  with tfds.testing.mock_data(as_dataset_fn=fake_as_dataset(**kwargs)):
+    yield
+
+
+def tfds_config(tmp_path, dataset, **changes):
+  return config_lib.DataConfig(dataset=dataset, data_dir=str(tmp_path / "tfds"), image_size=16,
+                               cache_dir=str(tmp_path / "cache"), **changes)
+
+
+@pytest.mark.parametrize("dataset, num_classes", [
+    ("imagenet_lt", 1000), ("inaturalist2017", 5089), ("inaturalist2018", 8142)])
+def test_streamed_tfds_source_counts_come_from_labels_read(tmp_path, dataset, num_classes):
+  # Checking thousands of images is covered once; the others skip it to save time.
+  data = tfds_config(tmp_path, dataset, validate_images=dataset == "imagenet_lt")
+  with mocked_tfds(test_labels=np.array([0, 5, 5])):
+    source = sources.load_source(data)
+  assert source.num_classes == num_classes == len(source.train_counts)
+  assert source.train_counts[0] == 4 and source.train_counts[1] == 2
+  assert source.train_counts.sum() == num_classes + 4 and source.train.is_encoded
+  assert list(source.test.labels) == [0, 5, 5]
+  # The second load reads the exported labels, not TFDS (no mock active here).
+  again = sources.load_source(data)
+  np.testing.assert_array_equal(again.train_counts, source.train_counts)
+
+
+def test_inaturalist2018_evaluates_on_validation():
+  assert tfds_sources.STREAMED_BUILDERS["inaturalist2018"][2] == "validation"
+
+
+def test_tfds_label_outside_classes_is_an_error(tmp_path):
+  with mocked_tfds(train_labels=np.array([0, 1, 1000])):
+    with pytest.raises(ValueError, match=r"TFDS imagenet_lt train: example 2 has label 1000, "
+                                         r"outside \[0, 1000\)"):
+      sources.load_source(tfds_config(tmp_path, "imagenet_lt"))
+
+
+@pytest.mark.parametrize("dataset, num_classes", [("cifar10_lt", 10), ("cifar100_lt", 100)])
+def test_cifar_lt_long_tailed_train_untouched_test(tmp_path, dataset, num_classes):
+  with mocked_tfds(per_class=20):
+    source = sources.load_source(tfds_config(tmp_path, dataset, imbalance_ratio=10))
+  assert source.train_counts[0] == 20 and source.train_counts[-1] == 2
+  assert np.all(np.diff(source.train_counts) <= 0)
+  assert len(source.test) == 20 * num_classes and source.train.images.shape[1:] == (32, 32, 3)
+  with mocked_tfds(per_class=20):
+    again = sources.load_source(tfds_config(tmp_path, dataset, imbalance_ratio=10))
+  np.testing.assert_array_equal(again.train.labels, source.train.labels)  # fixed-seed subset
+
+
+def test_missing_manual_dir_is_one_line_error(tmp_path):
+  with pytest.raises(ValueError, match="TFDS imagenet_lt .*Manual directory .* does not exist"):
+    sources.load_source(tfds_config(tmp_path, "imagenet_lt", manual_dir=str(tmp_path / "none")))

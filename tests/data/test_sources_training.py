@@ -1,0 +1,116 @@
+"""Every data set trains both stages for a step (smoke settings), and a folder of user
+images with broken files trains and evaluates end to end through the command line."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from cbd_tf import config as config_lib
+from cbd_tf import stages
+from tests import helpers
+from tests.data import test_sources, test_sources_tfds
+
+
+@pytest.fixture(autouse=True)
+def no_report_plot(monkeypatch):
+  """report.png draws one bar per class: ~30 s at iNaturalist's 8,142, beside the point here."""
+  try:
+    from cbd_tf import report  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return
+  if hasattr(report, "_plot"):
+    monkeypatch.setattr(report, "_plot", lambda *args, **kwargs: None)
+
+
+def smoke_config(tmp_path, **data):
+  config = config_lib.Config(
+      stage="pipeline", workdir=str(tmp_path / "run"),
+      data=config_lib.DataConfig(image_size=16, batch_size=8, eval_batch_size=64,
+                                 cache_dir=str(tmp_path / "run" / "data_cache"), **data),
+      model=config_lib.ModelConfig(backbone="resnet8"),
+      optimizer=config_lib.OptimizerConfig(epochs=1, steps_per_epoch=1),
+      distill=config_lib.DistillConfig(teacher_specs=("vanilla:1",)))
+  if hasattr(config, "output"):  # No per-epoch evaluation: the final one is enough here.
+    config = config.replace(output={"eval_every_epochs": 0})
+  return config
+
+
+def prepare_files(tmp_path, dataset):
+  """DataConfig fields of a small on-disk copy of `dataset`."""
+  if dataset == "file_list":
+    return {"data_dir": test_sources.write_file_lists(tmp_path / "data", "text"),
+            "train_list": "lists/train.txt", "test_list": "lists/test.txt"}
+  if dataset == "places_lt":
+    root = str(tmp_path / "places")
+    test_sources.write_file(os.path.join(root, "a", "0.jpg"), test_sources.image_bytes("jpeg"))
+    lines = "".join(f"a/0.jpg {label}\n" for label in range(365))
+    for name in ("Places_LT_train.txt", "Places_LT_test.txt"):
+      test_sources.write_file(os.path.join(root, name), lines.encode())
+    return {"data_dir": root}
+  if dataset == "tfrecord":
+    train = test_sources.write_tfrecords(tmp_path / "rec" / "train", [0, 0, 0, 1, 2, 1],
+                                         broken_at=(2,))
+    test = test_sources.write_tfrecords(tmp_path / "rec" / "test", [0, 1, 2])
+    return {"tfrecord_train": train, "tfrecord_test": test}
+  return {"data_dir": str(tmp_path / "tfds"), "imbalance_ratio": 10.0}
+
+
+# These load through the same function as a dataset trained below (only the TFDS builder
+# or the list names differ, and test_sources*.py load them); CBD_SLOW_TESTS=1 trains them too.
+_SAME_LOADER_AS_ANOTHER = pytest.mark.skipif(
+    not os.environ.get("CBD_SLOW_TESTS"), reason="same loader as a trained dataset; "
+    "CBD_SLOW_TESTS=1 runs it")
+
+
+@pytest.mark.parametrize("dataset, skipped", [
+    ("imagenet_lt", 0), ("inaturalist2018", 0), ("cifar100_lt", 0), ("places_lt", 0),
+    ("tfrecord", 1),
+    pytest.param("inaturalist2017", 0, marks=_SAME_LOADER_AS_ANOTHER),
+    pytest.param("cifar10_lt", 0, marks=_SAME_LOADER_AS_ANOTHER),
+    pytest.param("file_list", 1, marks=_SAME_LOADER_AS_ANOTHER)])
+def test_dataset_trains_teacher_and_student(tmp_path, dataset, skipped):
+  """image_folder: see the command-line test below."""
+  tfds_data = dataset in {"imagenet_lt", "inaturalist2017", "inaturalist2018", "cifar10_lt",
+                          "cifar100_lt"}
+  # TFDS builders check images when preparing; the image check has its own tests.
+  config = smoke_config(tmp_path, dataset=dataset, validate_images=not tfds_data,
+                        **prepare_files(tmp_path, dataset))
+  if tfds_data:
+    cifar = dataset.startswith("cifar")
+    with test_sources_tfds.mocked_tfds(**({"per_class": 10} if cifar else
+                                          {"test_labels": np.array([0, 1, 2])})):
+      source = stages.validate_run(config)
+  else:
+    source = stages.validate_run(config)
+  results = stages.run(config, source)
+  assert set(results) == {"vanilla_1", "student"}
+  student = results["student"]
+  assert student["skipped_images"] == skipped and len(student["per_class"]) == source.num_classes
+  with open(os.path.join(config.workdir, "student", "classes.json")) as f:
+    assert json.load(f)["train_counts"] == [int(c) for c in source.train_counts]
+
+
+def test_user_folder_with_broken_files_trains_and_evaluates_from_the_command_line(tmp_path):
+  root = test_sources.write_image_folder(tmp_path / "images", per_class=(7, 4, 2), broken=[
+      ("train", "cat", "truncated_jpeg"), ("train", "dog", "text"), ("test", "eel", "corrupt_png")])
+  workdir = str(tmp_path / "run")
+  result = helpers.run_module(
+      "cbd_tf.train", "--flagfile=configs/smoke.flags", f"--workdir={workdir}",
+      "--dataset=image_folder", f"--data_dir={root}", "--teacher_specs=vanilla:1",
+      "--steps_per_epoch=1", "--batch_size=8", "--randaugment", "--eval_every_epochs=0")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "skipped 3 unreadable image files (2 train, 1 test)" in result.stderr
+  with open(os.path.join(workdir, "data_cache", "skipped_files.txt")) as f:
+    assert len(f.read().splitlines()) == 3
+  for run in ("teachers/vanilla_1", "student"):
+    with open(os.path.join(workdir, run, "metrics.json")) as f:
+      metrics = json.load(f)
+    assert metrics["skipped_images"] == 3 and metrics["num_test"] == 6
+    with open(os.path.join(workdir, run, "classes.json")) as f:
+      assert json.load(f) == {"class_names": ["cat", "dog", "eel"], "train_counts": [7, 4, 2]}
+  # What `python -m cbd_tf.evaluate` runs, in process: reloads the data from the cache.
+  from cbd_tf import evaluate  # pylint: disable=import-outside-toplevel
+  evaluated = evaluate.evaluate_run(os.path.join(workdir, "student"))
+  assert evaluated["num_test"] == 6 and evaluated["skipped_images"] == 3

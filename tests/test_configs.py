@@ -1,0 +1,100 @@
+"""Every flagfile in configs/ parses, validates and says how to run it."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests import helpers
+
+CONFIGS = sorted(glob.glob(os.path.join(helpers.ROOT, "configs", "*.flags")))
+PAPER_CONFIGS = ("imagenet_lt", "imagenet_lt_cbd", "inaturalist2017", "inaturalist2018",
+                 "places_lt", "cifar100_lt")
+
+# Parses each flagfile from the project root (absl resolves nested --flagfile paths from the
+# current directory), in one fresh process so the test's own flags stay untouched.
+_PARSE_ALL = """
+import json, sys
+from cbd_tf import flags
+from cbd_tf.data import sources
+from cbd_tf.models import resnet
+results = {}
+for path in sys.argv[1:]:
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(["train", "--flagfile=" + path, "--workdir=/tmp/cbd_config_check"])
+  config = flags.config_from_flags().validate()
+  sources.check_dataset_name(config.data.dataset)
+  resnet.check_backbone_name(config.model.backbone)
+  results[path] = config.to_dict()
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def parsed():
+  relative = [os.path.relpath(path, helpers.ROOT) for path in CONFIGS]
+  result = subprocess.run(
+      [sys.executable, "-c", _PARSE_ALL, *relative], cwd=helpers.ROOT, capture_output=True,
+      text=True, timeout=300, check=False,
+      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": helpers.ROOT})
+  assert result.returncode == 0, result.stderr[-3000:]
+  values = json.loads(result.stdout.strip().splitlines()[-1])
+  return {os.path.basename(path)[:-len(".flags")]: config for path, config in values.items()}
+
+
+def test_every_config_parses_and_validates(parsed):
+  assert set(PAPER_CONFIGS) <= set(parsed)
+
+
+@pytest.mark.parametrize("name", PAPER_CONFIGS)
+def test_config_starts_with_command_expected_top1_and_hardware(name):
+  with open(os.path.join(helpers.ROOT, "configs", f"{name}.flags")) as f:
+    header = []
+    for line in f:
+      if not line.startswith("#"):
+        break
+      header.append(line)
+  text = "".join(header)
+  assert header and f"python -m cbd_tf.train --flagfile=configs/{name}.flags" in text
+  assert "Expected top-1" in text and "Hardware" in text
+
+
+def test_imagenet_lt_is_the_paper_recipe(parsed):
+  config = parsed["imagenet_lt"]
+  assert config["stage"] == "pipeline" and config["data"]["dataset"] == "imagenet_lt"
+  assert config["model"]["backbone"] == "resnet50" and config["model"]["cosine_scale"] == 20
+  assert config["distill"]["teacher_specs"] == ["vanilla:1", "vanilla:2", "jitter:1", "jitter:2"]
+  assert config["distill"]["alpha"] == 0.4 and config["distill"]["beta"] == 100
+  assert config["data"]["batch_size"] == 128 and config["data"]["image_size"] == 224
+  assert config["data"]["crop_min_area"] == 0.05 and config["data"]["eval_crop_fraction"] == 0.875
+  optimizer = config["optimizer"]
+  assert (optimizer["learning_rate"], optimizer["momentum"]) == (0.1, 0.9)
+  assert (optimizer["epochs"], optimizer["weight_decay"]) == (90, 5e-4)
+  assert parsed["imagenet_lt_cbd"]["distill"]["teacher_specs"] == ["vanilla:1"]
+  assert parsed["imagenet_lt_cbd"]["optimizer"] == optimizer
+
+
+@pytest.mark.parametrize("name, dataset, epochs, weight_decay, backbone", [
+    ("inaturalist2018", "inaturalist2018", 200, 2e-4, "resnet50"),
+    ("inaturalist2017", "inaturalist2017", 200, 2e-4, "resnet50"),
+    ("places_lt", "places_lt", 90, 5e-4, "resnet50"),
+    ("cifar100_lt", "cifar100_lt", 200, 2e-4, "resnet32"),
+])
+def test_dataset_configs(parsed, name, dataset, epochs, weight_decay, backbone):
+  config = parsed[name]
+  assert config["data"]["dataset"] == dataset and config["model"]["backbone"] == backbone
+  assert config["optimizer"]["epochs"] == epochs
+  assert config["optimizer"]["weight_decay"] == weight_decay
+  # Shared by inclusion, not copied.
+  assert len(config["distill"]["teacher_specs"]) == 4 and config["distill"]["beta"] == 100
+  with open(os.path.join(helpers.ROOT, "configs", f"{name}.flags")) as f:
+    assert "--flagfile=configs/common/paper_recipe.flags" in f.read()
+
+
+def test_cifar100_lt_uses_cifar_sizes(parsed):
+  data = parsed["cifar100_lt"]["data"]
+  assert data["image_size"] == 32 and data["imbalance_ratio"] == 100
+  assert data["eval_crop_fraction"] == 1.0

@@ -1,0 +1,42 @@
+"""The benchmarks run in their tiny modes, so they cannot rot."""
+
+import os
+import subprocess
+import sys
+
+from tests import helpers
+
+
+def run_tool(name, *args):
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": helpers.ROOT}
+  return subprocess.run([sys.executable, os.path.join(helpers.ROOT, "tools", name), *args],
+                        cwd=helpers.ROOT, env=env, capture_output=True, text=True,
+                        timeout=600, check=False)
+
+
+def table_rows(stdout):
+  return [line for line in stdout.splitlines()
+          if line.startswith("| ") and not line.startswith("| method") and
+          not line.startswith("| step")]
+
+
+def test_bench_sampling_tiny_prints_a_row_per_method():
+  result = run_tool("bench_sampling.py", "--tiny", "--seconds", "0.2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = table_rows(result.stdout)
+  assert [row.split("|")[1].strip() for row in rows] == [
+      "index", "per_class", "rejection", "resample"]
+  index_row = rows[0].split("|")
+  assert float(index_row[6]) == 1.0  # reads per example
+  assert float(rows[2].split("|")[6]) > 5  # rejection reads many records per example
+
+
+def test_bench_train_step_tiny_prints_ratios():
+  result = run_tool("bench_train_step.py", "--tiny", "--teachers", "1")
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = table_rows(result.stdout)
+  names = [row.split("|")[1].strip() for row in rows]
+  assert names == ["stage one", "teacher forward", "student alone, K=1",
+                   "teacher_features, K=1", "stage two, K=1"]
+  assert float(rows[-1].split("|")[4].split()[0]) > 0
+  assert "worst ratio" in result.stdout

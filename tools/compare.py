@@ -1,0 +1,281 @@
+"""Long-tail baselines beside CBD on one data set and seed list: one table, one figure.
+
+  python tools/compare.py --flagfile=configs/demo.flags --seeds=0,1,2 \
+      --workdir=runs/compare_demo --epochs=30
+
+Per seed, runs are trained once and shared (workdir/seed_S/<run>): the CE teacher `ce`
+(instance sampling) is the backbone of cRT / LWS / tau-norm / NCM / post-hoc logit
+adjustment and the teacher of CBD; CBD_ENS adds a second CE teacher `ce_2` (seed S + 1000).
+Runs whose final weights exist are not retrained, so an interrupted comparison resumes.
+Every run is an ordinary `python -m cbd_tf.train` command; the table is rewritten after
+each seed, so a partial comparison is still readable.
+
+tau-norm picks tau on a validation split, never the test split: for mnist_lt, the bundled
+MNIST images in neither the training nor the test split (verified by content). That pool
+has no images of class 0 (the head class uses all of them), so the sweep scores the mean
+per-class accuracy of classes 1-9. Other data sets need --tau.
+
+Writes workdir/compare.md, compare.json and compare.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+COLUMNS = ("top1", "many", "medium", "few", "ece")
+TAU_SWEEP = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One training command in a seed directory: extra flags, and the runs it needs first."""
+  flags: Callable[[str, int, dict], list[str]]
+  needs: tuple[str, ...] = ()
+
+
+def _teacher(*extra: str) -> Run:
+  return Run(lambda seed_dir, seed, options: ["--stage=teacher", f"--seed={seed}", *extra])
+
+
+def _decoupled(stage: str, *extra: str) -> Run:
+  return Run(lambda seed_dir, seed, options: [
+      f"--stage={stage}", f"--seed={seed}", f"--backbone_from={os.path.join(seed_dir, 'ce')}",
+      f"--epochs={options['decoupled_epochs']}", *extra], needs=("ce",))
+
+
+def _student(*teachers: str) -> Run:
+  return Run(lambda seed_dir, seed, options: [
+      "--stage=student", f"--seed={seed}",
+      "--teachers=" + ",".join(os.path.join(seed_dir, t) for t in teachers)], needs=teachers)
+
+
+RUNS: dict[str, Run] = {
+    "ce": _teacher(),
+    "ce_2": Run(lambda seed_dir, seed, options: ["--stage=teacher", f"--seed={seed + 1000}"]),
+    "cb_sampling": _teacher("--sampling=class_balanced"),
+    "crt": _decoupled("crt"),
+    "lws": _decoupled("lws"),
+    "tau_norm": Run(lambda seed_dir, seed, options: _decoupled(
+        "tau_norm", f"--tau={options['tau'][seed]}").flags(seed_dir, seed, options), needs=("ce",)),
+    "ncm": _decoupled("ncm"),
+    "la_loss": _teacher("--loss=logit_adjusted"),
+    # tau_norm with tau = 1 is the CE teacher's own head; the adjustment happens at evaluation.
+    "la_posthoc": _decoupled("tau_norm", "--tau=1", "--posthoc_tau=1"),
+    "balanced_softmax": _teacher("--loss=balanced_softmax"),
+    "focal": _teacher("--loss=focal"),
+    "class_balanced": _teacher("--loss=class_balanced"),
+    "ldam_drw": _teacher("--loss=ldam"),
+    "cbd": _student("ce"),
+    "cbd_ens": _student("ce", "ce_2"),
+}
+
+# Method name in the table -> the run whose metrics it reports.
+METHODS = {
+    "CE (instance sampling)": "ce",
+    "class-balanced sampling": "cb_sampling",
+    "cRT": "crt",
+    "LWS": "lws",
+    "tau-norm": "tau_norm",
+    "NCM": "ncm",
+    "logit adjustment (loss)": "la_loss",
+    "logit adjustment (post-hoc)": "la_posthoc",
+    "balanced softmax": "balanced_softmax",
+    "focal": "focal",
+    "class-balanced loss": "class_balanced",
+    "LDAM-DRW": "ldam_drw",
+    "CBD": "cbd",
+    "CBD_ENS": "cbd_ens",
+}
+
+
+def _run_module(module: str, arguments: list[str]) -> None:
+  result = subprocess.run([sys.executable, "-m", module, *arguments], cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  if result.returncode:
+    raise RuntimeError(f"{module} {' '.join(arguments)} failed:\n{result.stderr[-3000:]}")
+
+
+def ensure_run(name: str, seed_dir: str, seed: int, options: dict) -> dict:
+  """Trains run `name` (and what it needs) unless finished; returns its metrics with ece."""
+  workdir = os.path.join(seed_dir, name)
+  for needed in RUNS[name].needs:
+    ensure_run(needed, seed_dir, seed, options)
+  metrics_path = os.path.join(workdir, "metrics.json")
+  if not os.path.exists(os.path.join(workdir, "final.weights.h5")):
+    if name == "tau_norm" and seed not in options["tau"]:
+      options["tau"][seed] = choose_tau(os.path.join(seed_dir, "ce"), options)
+    start = time.time()
+    _run_module("cbd_tf.train", [f"--flagfile={options['flagfile']}", f"--workdir={workdir}",
+                                 *options["overrides"], *RUNS[name].flags(seed_dir, seed, options)])
+    print(f"  seed {seed} {name}: trained in {time.time() - start:.0f} s", flush=True)
+  if name == "tau_norm":
+    with open(os.path.join(workdir, "config.json")) as f:
+      options["tau"][seed] = json.load(f)["long_tail"]["tau"]
+  with open(metrics_path) as f:
+    metrics = json.load(f)
+  if "ece" not in metrics:  # trained before calibration was measured
+    _run_module("cbd_tf.evaluate", [f"--workdir={workdir}"])
+    with open(metrics_path) as f:
+      metrics = json.load(f)
+  return metrics
+
+
+def validation_split(config):
+  """mnist_lt: bundled images in neither the training nor the test split."""
+  from cbd_tf.data import sources  # pylint: disable=import-outside-toplevel
+  if config.data.dataset != "mnist_lt":
+    raise ValueError(f"no validation split known for {config.data.dataset!r}; pass --tau")
+  source = sources.load_source(config.data)
+  digest = lambda image: hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+  used = {digest(image) for image in source.train.images} | {
+      digest(image) for image in source.test.images}
+  with np.load(sources.MNIST_FILE) as arrays:
+    images = arrays["images"][..., np.newaxis]
+    labels = arrays["labels"].astype(np.int64)
+  keep = np.array([digest(image) not in used for image in images])
+  return sources.Split(images[keep], labels[keep]), source.train_counts
+
+
+def choose_tau(backbone_dir: str, options: dict) -> float:
+  """tau with the best mean per-class accuracy on the validation split (TAU_SWEEP)."""
+  from cbd_tf import decoupled, run_dir  # pylint: disable=import-outside-toplevel
+  from cbd_tf.data import pipeline  # pylint: disable=import-outside-toplevel
+  if options["fixed_tau"] is not None:
+    return options["fixed_tau"]
+  model, config = run_dir.load_classifier(backbone_dir)
+  split, train_counts = validation_split(config)
+  sweep = decoupled.sweep_tau(model, pipeline.build_eval_dataset(split, config.data),
+                              train_counts, TAU_SWEEP)
+  tau = decoupled.best_tau(sweep)
+  options["sweeps"][backbone_dir] = {str(t): {k: r[k] for k in COLUMNS} for t, r in sweep.items()}
+  print(f"  tau sweep on the validation split ({len(split)} images) of {backbone_dir}: "
+        + ", ".join(f"{t:g}: {100 * r['top1']:.1f}" for t, r in sweep.items())
+        + f" -> tau = {tau:g}", flush=True)
+  return tau
+
+
+def summarise(rows: dict[str, list[dict]]) -> dict:
+  """{method: {column: {"mean", "std", "values"}}}, accuracies and ECE in percent."""
+  summary = {}
+  for method, results in rows.items():
+    summary[method] = {}
+    for column in COLUMNS:
+      values = [100 * r[column] for r in results if r.get(column) is not None]
+      summary[method][column] = {
+          "mean": float(np.mean(values)) if values else None,
+          "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+          "values": values}
+  return summary
+
+
+def markdown_table(summary: dict, seeds: list[int]) -> str:
+  header = (f"| method (%, mean ± std over seeds {','.join(map(str, seeds))}) | top-1 | many | "
+            "medium | few | ECE |")
+  lines = [header, "|---|---:|---:|---:|---:|---:|"]
+  for method, columns in summary.items():
+    cells = [f"{columns[c]['mean']:.1f} ± {columns[c]['std']:.1f}"
+             if columns[c]["mean"] is not None else "-" for c in COLUMNS]
+    lines.append(f"| {method} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def plot(summary: dict, path: str, title: str) -> None:
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  methods = list(summary)
+  positions = np.arange(len(methods))
+  figure, (accuracy_axis, ece_axis) = plt.subplots(
+      2, 1, figsize=(13, 8), dpi=110, sharex=True, gridspec_kw={"height_ratios": [2.2, 1]})
+  width = 0.2
+  colours = {"top1": "#333333", "many": "#4c78a8", "medium": "#f58518", "few": "#e45756"}
+  for offset, column in enumerate(("top1", "many", "medium", "few")):
+    means = [summary[m][column]["mean"] or 0.0 for m in methods]
+    spreads = [summary[m][column]["std"] for m in methods]
+    accuracy_axis.bar(positions + (offset - 1.5) * width, means, width, yerr=spreads,
+                      capsize=2, color=colours[column], label=column)
+  accuracy_axis.set_ylabel("test accuracy (%)")
+  accuracy_axis.set_ylim(0, 105)
+  accuracy_axis.legend(ncol=4, loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=9,
+                       frameon=False)
+  accuracy_axis.grid(axis="y", alpha=0.3)
+  accuracy_axis.set_title(f"{title}\n(bars: mean over seeds; whiskers: one standard deviation)",
+                          pad=26)
+  ece_axis.bar(positions, [summary[m]["ece"]["mean"] or 0.0 for m in methods], 0.5,
+               yerr=[summary[m]["ece"]["std"] for m in methods], capsize=2, color="#72b7b2")
+  ece_axis.set_ylabel("ECE, 15 bins (%)\nlower is better")
+  ece_axis.grid(axis="y", alpha=0.3)
+  ece_axis.set_xticks(positions, methods, rotation=30, ha="right", fontsize=9)
+  figure.tight_layout()
+  figure.savefig(path)
+  plt.close(figure)
+
+
+def write_outputs(workdir: str, rows: dict, seeds: list[int], options: dict) -> str:
+  summary = summarise(rows)
+  table = markdown_table(summary, seeds)
+  title = (f"{options['dataset']}: {options['epochs_note']}, seeds {','.join(map(str, seeds))}")
+  with open(os.path.join(workdir, "compare.md"), "w") as f:
+    f.write(f"# {title}\n\n{table}\n\n![comparison](compare.png)\n")
+  with open(os.path.join(workdir, "compare.json"), "w") as f:
+    json.dump({"seeds": seeds, "summary": summary, "tau": options["tau"],
+               "tau_sweeps": options["sweeps"], "per_seed": rows}, f, indent=2)
+  plot(summary, os.path.join(workdir, "compare.png"), title)
+  return table
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--flagfile", default="configs/demo.flags")
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--workdir", default="runs/compare_demo")
+  parser.add_argument("--methods", default=",".join(METHODS),
+                      help="comma-separated method names or run names: "
+                      + ", ".join(f"{m} ({r})" for m, r in METHODS.items()))
+  parser.add_argument("--epochs", type=int, default=0, help="override the flagfile's epochs")
+  parser.add_argument("--decoupled_epochs", type=int, default=10,
+                      help="epochs of cRT / LWS training on the frozen backbone")
+  parser.add_argument("--tau", type=float, default=None, help="fixed tau; default: sweep")
+  parser.add_argument("--extra", default="", help="more train flags, space-separated")
+  args = parser.parse_args()
+  by_run = {run: method for method, run in METHODS.items()}
+  methods = [by_run.get(m.strip(), m.strip()) for m in args.methods.split(",") if m.strip()]
+  unknown = [m for m in methods if m not in METHODS]
+  if unknown:
+    sys.exit(f"compare: unknown methods {unknown}; valid: {', '.join(METHODS)}")
+  seeds = [int(s) for s in args.seeds.split(",")]
+  workdir = os.path.abspath(args.workdir)
+  os.makedirs(workdir, exist_ok=True)
+  overrides = ["--eval_every_epochs=0", *args.extra.split()]
+  if args.epochs:
+    overrides.append(f"--epochs={args.epochs}")
+  dataset = next((line.split("=", 1)[1].strip() for line in open(os.path.join(ROOT, args.flagfile))
+                  if line.startswith("--dataset=")), "data")
+  options = {"flagfile": args.flagfile, "overrides": overrides,
+             "decoupled_epochs": args.decoupled_epochs, "fixed_tau": args.tau, "tau": {},
+             "sweeps": {}, "dataset": dataset,
+             "epochs_note": f"{args.epochs or 'flagfile'} epochs (cRT/LWS {args.decoupled_epochs})"}
+  rows: dict[str, list[dict]] = {m: [] for m in methods}
+  for done, seed in enumerate(seeds):
+    seed_dir = os.path.join(workdir, f"seed_{seed}")
+    print(f"seed {seed}", flush=True)
+    for method in methods:
+      rows[method].append(ensure_run(METHODS[method], seed_dir, seed, options))
+    table = write_outputs(workdir, rows, seeds[:done + 1], options)
+  print(f"\n{table}\n\nwritten: {os.path.join(workdir, 'compare.md')}, compare.json, compare.png")
+
+
+if __name__ == "__main__":
+  main()
