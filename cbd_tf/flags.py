@@ -27,7 +27,8 @@ flags.DEFINE_integer("image_size", _DEFAULT.data.image_size, "Square input size 
 flags.DEFINE_float("imbalance_ratio", _DEFAULT.data.imbalance_ratio,
                    "rho = largest / smallest class for generated long-tailed splits.")
 flags.DEFINE_string("sampling", _DEFAULT.data.sampling,
-                    "instance | class_balanced | sqrt. Empty: instance for teachers, "
+                    "instance | class_balanced | sqrt | progressive (instance to "
+                    "class-balanced over the run). Empty: instance for teachers, "
                     "class_balanced for students.")
 flags.DEFINE_string("augmentation", _DEFAULT.data.augmentation,
                     "standard | jitter (SimCLR colour jitter + grayscale) for --stage=teacher.")

@@ -61,8 +61,10 @@ def _plot(path: str, results: Mapping[str, Mapping], train_counts: np.ndarray, t
                          zorder=0)
       accuracy_axis.text((members[0] + members[-1]) / 2, 1.04, group, ha="center",
                          fontsize=10, color="#444444")
-  count_axis.bar(positions, counts, width=0.8 if len(counts) <= _MAX_CLASSES_AS_POINTS else 1.0,
-                 color="#bbbbbb", alpha=0.5, zorder=1)
+  if len(counts) <= _MAX_CLASSES_AS_POINTS:
+    count_axis.bar(positions, counts, width=0.8, color="#bbbbbb", alpha=0.5, zorder=1)
+  else:  # one polygon, not thousands of bars (iNaturalist has 8,142 classes)
+    count_axis.fill_between(positions, counts, step="mid", color="#bbbbbb", alpha=0.5, zorder=1)
   count_axis.set_yscale("log")
   count_axis.set_ylabel("training images per class (log scale, grey bars)")
   as_points = len(order) <= _MAX_CLASSES_AS_POINTS

@@ -149,11 +149,17 @@ def train_stage(config: config_lib.Config, source: sources.Source,
     run_dir.write_classes(config.workdir, source.class_names, source.train_counts)
 
   if config.stage not in config_lib.DECOUPLED_STAGES or config.stage in decoupled.TRAINED_STAGES:
+    total_steps = config.optimizer.epochs * steps_per_epoch
+    # Kang et al.'s progressive sampling moves with training; outside the strategy scope,
+    # since the input pipelines read it on the host.
+    progress = tf.Variable(start_step / total_steps, trainable=False, dtype=tf.float32)
+
     def build_dataset(step):
       return strategy.distribute_datasets_from_function(
           lambda context: pipeline.build_train_dataset(
               source.train, config.data, config.sampling, config.seed, source.num_classes,
-              context, start_step=step))
+              context, start_step=step,
+              progress=progress if config.sampling == "progressive" else None))
     logging.info("training %s in %s: %d epochs x %d steps from step %d, %s sampling",
                  config.stage, config.workdir, config.optimizer.epochs, steps_per_epoch,
                  start_step, config.sampling)
@@ -161,6 +167,7 @@ def train_stage(config: config_lib.Config, source: sources.Source,
       resume.fit_from_step(
           trainer, build_dataset, start_step, config.optimizer.epochs, steps_per_epoch,
           callbacks=(loss_callbacks + _callbacks(config, classifier, source, save_dir) +
+                     [callbacks.SamplingProgress(progress, total_steps)] +
                      [resume.StopOnNonFiniteLoss(),
                       resume.SaveTrainingState(state, config.distribute.checkpoint_every_steps)]),
           verbose=1 if sys.stdout.isatty() else 2)

@@ -19,16 +19,11 @@ PAPER_CONFIGS = ("imagenet_lt", "imagenet_lt_cbd", "inaturalist2017", "inaturali
 _PARSE_ALL = """
 import json, sys
 from cbd_tf import flags
-from cbd_tf.data import sources
-from cbd_tf.models import resnet
 results = {}
 for path in sys.argv[1:]:
   flags.FLAGS.unparse_flags()
   flags.FLAGS(["train", "--flagfile=" + path, "--workdir=/tmp/cbd_config_check"])
-  config = flags.config_from_flags().validate()
-  sources.check_dataset_name(config.data.dataset)
-  resnet.check_backbone_name(config.model.backbone)
-  results[path] = config.to_dict()
+  results[path] = flags.config_from_flags().validate().to_dict()
 print(json.dumps(results))
 """
 
@@ -46,7 +41,12 @@ def parsed():
 
 
 def test_every_config_parses_and_validates(parsed):
+  from cbd_tf.data import sources  # pylint: disable=import-outside-toplevel
+  from cbd_tf.models import resnet  # pylint: disable=import-outside-toplevel
   assert set(PAPER_CONFIGS) <= set(parsed)
+  for config in parsed.values():
+    sources.check_dataset_name(config["data"]["dataset"])
+    resnet.check_backbone_name(config["model"]["backbone"])
 
 
 @pytest.mark.parametrize("name", PAPER_CONFIGS)

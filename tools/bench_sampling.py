@@ -66,7 +66,7 @@ def class_counts(num_classes: int, most: int, fewest: int, total: int | None) ->
   return counts
 
 
-def current_rss_mb() -> float:
+def rss_and_peak_mb() -> tuple[float, float]:
   with open("/proc/self/status") as status:
     fields = dict(line.split(":", 1) for line in status)
   return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
@@ -138,14 +138,12 @@ def records_read_per_example(counts, labels, policy, method, progress, emitted):
 
 def measure(method: str, profile: str, policy: str, progress, seconds: float,
             tiny: bool) -> dict:
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from cbd_tf.data import sampling  # pylint: disable=import-outside-toplevel
-  del tf
   counts = class_counts(*(TINY_PROFILES if tiny else PROFILES)[profile])
   labels = np.repeat(np.arange(len(counts)), counts)
   probabilities = sampling.class_probabilities(counts, policy, progress or 0.0)
   reset_peak_rss()
-  rss_before, _ = current_rss_mb()
+  rss_before, _ = rss_and_peak_mb()
   start = time.perf_counter()
   dataset = sampling.sample_indices(labels, policy, method=method, seed=0,
                                     num_classes=len(counts), progress=progress)
@@ -156,7 +154,7 @@ def measure(method: str, profile: str, policy: str, progress, seconds: float,
   while time.perf_counter() - start < seconds and len(batches) < 40_000:
     batches.append(next(stream).numpy())
   rate = (len(batches) - 1) * BATCH / (time.perf_counter() - start)
-  _, peak = current_rss_mb()
+  _, peak = rss_and_peak_mb()
   indices = np.concatenate(batches)
   emitted_for_reads = min(len(indices), 2_000 if tiny else 20_000)
   return {

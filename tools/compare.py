@@ -267,6 +267,10 @@ def main() -> None:
              "decoupled_epochs": args.decoupled_epochs, "fixed_tau": args.tau, "tau": {},
              "sweeps": {}, "dataset": dataset,
              "epochs_note": f"{args.epochs or 'flagfile'} epochs (cRT/LWS {args.decoupled_epochs})"}
+  previous = os.path.join(workdir, "compare.json")
+  if os.path.exists(previous):  # sweeps of tau-norm runs trained by an earlier invocation
+    with open(previous) as f:
+      options["sweeps"] = json.load(f).get("tau_sweeps", {})
   rows: dict[str, list[dict]] = {m: [] for m in methods}
   for done, seed in enumerate(seeds):
     seed_dir = os.path.join(workdir, f"seed_{seed}")

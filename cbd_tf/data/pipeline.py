@@ -16,16 +16,18 @@ from cbd_tf.data import augment, sampling, sources
 def build_train_dataset(split: sources.Split, data: config_lib.DataConfig, policy: str,
                         seed: int, num_classes: int,
                         input_context: tf.distribute.InputContext | None = None,
-                        start_step: int = 0) -> tf.data.Dataset:
+                        start_step: int = 0, progress=None) -> tf.data.Dataset:
   """Infinite per-replica batches of (image, label), examples drawn by `policy`.
 
   Every input pipeline walks the same seeded index stream and keeps its own shard, so
   the global batch holds the same examples however many replicas share it. The stream
   is a pure function of the seed and the position, so `start_step` (a resumed run)
-  begins exactly where global step `start_step` would have.
+  begins exactly where global step `start_step` would have. `progress` (a tf.Variable
+  in [0, 1]) drives the `progressive` policy.
   """
   batch_size = data.batch_size
-  indices = sampling.sample_indices(split.labels, policy, seed=seed, num_classes=num_classes)
+  indices = sampling.sample_indices(split.labels, policy, method="auto", seed=seed,
+                                    num_classes=num_classes, progress=progress)
   example_seeds = tf.data.Dataset.random(seed=seed + 1).batch(2)
   examples = tf.data.Dataset.zip(indices, example_seeds).skip(start_step * data.batch_size)
   if input_context is not None:

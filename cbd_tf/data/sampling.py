@@ -101,7 +101,10 @@ def sample_indices(labels, policy: str = "class_balanced", method: str = "index"
   """Infinite dataset of int64 indices into `labels` (1-D ints in [0, C)) drawn by `policy`.
 
   `num_classes` defaults to max(labels) + 1; pass it so an empty last class is caught.
-  `method="auto"` picks `index`: `labels` is an array, so the source has random access.
+  `method` is one of METHODS (module docstring); `auto` picks `index`, since `labels` is an
+  array and the caller fetches example i itself. The stream methods run over an
+  instance-sampled stream of (index, label), so nothing is decoded for rejected records.
+  `progress` is t for `progressive`: a float in [0, 1] or a tf.Variable.
   """
   check_policy(policy)
   check_method(method)
@@ -141,6 +144,7 @@ def sample_stream(examples: tf.data.Dataset, class_counts, policy: str = "class_
   `examples` and decode after this: the stream methods read every record but keep only some.
   `method="auto"` picks `rejection` when it reads at most MAX_REJECTION_READS records per
   example kept (never true at ImageNet-LT or iNaturalist imbalance), else `resample`.
+  tf.data's rejection_resample iterates `examples` twice: it mixes the raw stream in.
   """
   check_policy(policy)
   check_method(method, STREAM_METHODS)

@@ -13,17 +13,6 @@ from tests import helpers
 from tests.data import test_sources, test_sources_tfds
 
 
-@pytest.fixture(autouse=True)
-def no_report_plot(monkeypatch):
-  """report.png draws one bar per class: ~30 s at iNaturalist's 8,142, beside the point here."""
-  try:
-    from cbd_tf import report  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    return
-  if hasattr(report, "_plot"):
-    monkeypatch.setattr(report, "_plot", lambda *args, **kwargs: None)
-
-
 def smoke_config(tmp_path, **data):
   config = config_lib.Config(
       stage="pipeline", workdir=str(tmp_path / "run"),
@@ -32,9 +21,8 @@ def smoke_config(tmp_path, **data):
       model=config_lib.ModelConfig(backbone="resnet8"),
       optimizer=config_lib.OptimizerConfig(epochs=1, steps_per_epoch=1),
       distill=config_lib.DistillConfig(teacher_specs=("vanilla:1",)))
-  if hasattr(config, "output"):  # No per-epoch evaluation: the final one is enough here.
-    config = config.replace(output={"eval_every_epochs": 0})
-  return config
+  # No per-epoch evaluation: the final one is enough here.
+  return config.replace(output={"eval_every_epochs": 0})
 
 
 def prepare_files(tmp_path, dataset):
@@ -57,19 +45,9 @@ def prepare_files(tmp_path, dataset):
   return {"data_dir": str(tmp_path / "tfds"), "imbalance_ratio": 10.0}
 
 
-# These load through the same function as a dataset trained below (only the TFDS builder
-# or the list names differ, and test_sources*.py load them); CBD_SLOW_TESTS=1 trains them too.
-_SAME_LOADER_AS_ANOTHER = pytest.mark.skipif(
-    not os.environ.get("CBD_SLOW_TESTS"), reason="same loader as a trained dataset; "
-    "CBD_SLOW_TESTS=1 runs it")
-
-
 @pytest.mark.parametrize("dataset, skipped", [
     ("imagenet_lt", 0), ("inaturalist2018", 0), ("cifar100_lt", 0), ("places_lt", 0),
-    ("tfrecord", 1),
-    pytest.param("inaturalist2017", 0, marks=_SAME_LOADER_AS_ANOTHER),
-    pytest.param("cifar10_lt", 0, marks=_SAME_LOADER_AS_ANOTHER),
-    pytest.param("file_list", 1, marks=_SAME_LOADER_AS_ANOTHER)])
+    ("tfrecord", 1), ("inaturalist2017", 0), ("cifar10_lt", 0), ("file_list", 1)])
 def test_dataset_trains_teacher_and_student(tmp_path, dataset, skipped):
   """image_folder: see the command-line test below."""
   tfds_data = dataset in {"imagenet_lt", "inaturalist2017", "inaturalist2018", "cifar10_lt",
