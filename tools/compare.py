@@ -261,12 +261,16 @@ def main() -> None:
   overrides = ["--eval_every_epochs=0", *args.extra.split()]
   if args.epochs:
     overrides.append(f"--epochs={args.epochs}")
-  dataset = next((line.split("=", 1)[1].strip() for line in open(os.path.join(ROOT, args.flagfile))
-                  if line.startswith("--dataset=")), "data")
+  def flagfile_value(name, default):
+    with open(os.path.join(ROOT, args.flagfile)) as f:
+      return next((line.split("=", 1)[1].strip() for line in f
+                   if line.startswith(f"--{name}=")), default)
+  dataset = flagfile_value("dataset", "data")
   options = {"flagfile": args.flagfile, "overrides": overrides,
              "decoupled_epochs": args.decoupled_epochs, "fixed_tau": args.tau, "tau": {},
              "sweeps": {}, "dataset": dataset,
-             "epochs_note": f"{args.epochs or 'flagfile'} epochs (cRT/LWS {args.decoupled_epochs})"}
+             "epochs_note": f"{args.epochs or flagfile_value('epochs', '?')} epochs "
+                            f"(cRT/LWS {args.decoupled_epochs})"}
   previous = os.path.join(workdir, "compare.json")
   if os.path.exists(previous):  # sweeps of tau-norm runs trained by an earlier invocation
     with open(previous) as f:
