@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import tempfile
 
@@ -178,6 +179,8 @@ def train_stage(config: config_lib.Config, source: sources.Source,
     logging.info("exported a SavedModel to %s", config.output.export_dir)
   result = evaluate_and_save(classifier, config, source, write=chief)
   distribute.barrier(strategy)
+  if not chief:
+    shutil.rmtree(save_dir, ignore_errors=True)
   return result
 
 
