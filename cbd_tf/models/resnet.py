@@ -84,15 +84,21 @@ def _imagenet_basic_resnet(depth: int, stage_blocks: tuple[int, ...]):
 
 def _keras_application(constructor_name: str):
   def build(image_size: int, sync: bool) -> keras.Model:
-    if sync:
-      raise ValueError(f"{constructor_name} from keras.applications has no synchronised "
-                       "BatchNorm option")
     inputs, x = _normalized_input(image_size)
     constructor = getattr(keras.applications, constructor_name)
     trunk = constructor(include_top=False, weights=None, input_shape=(image_size, image_size, 3),
                         pooling="avg")
+    if sync:  # keras.applications has no option for it: rebuild with synchronised BatchNorm
+      trunk = keras.models.clone_model(trunk, clone_function=_synchronized_batch_norm)
     return keras.Model(inputs, trunk(x), name=constructor_name.lower())
   return build
+
+
+def _synchronized_batch_norm(layer: keras.layers.Layer) -> keras.layers.Layer:
+  config = layer.get_config()
+  if isinstance(layer, keras.layers.BatchNormalization):
+    config["synchronized"] = True
+  return layer.__class__.from_config(config)
 
 
 BACKBONES: dict[str, Callable[[int, bool], keras.Model]] = {

@@ -17,6 +17,18 @@ def test_backbones_give_pooled_embeddings(name, size, width):
   assert features.shape == (2, width)
 
 
+@pytest.mark.parametrize("name, size", [("resnet8", 16), ("resnet50", 32)])
+def test_sync_batchnorm_reaches_every_batchnorm(name, size):
+  def batch_norms(model):
+    found = []
+    for layer in model.layers:
+      found += batch_norms(layer) if isinstance(layer, keras.Model) else [layer]
+    return [l for l in found if isinstance(l, keras.layers.BatchNormalization)]
+  synced = batch_norms(resnet.build_backbone(name, size, sync_batchnorm=True))
+  assert synced and all(layer.synchronized for layer in synced)
+  assert not any(layer.synchronized for layer in batch_norms(resnet.build_backbone(name, size)))
+
+
 def test_every_registered_backbone_is_a_resnet_and_unknown_lists_valid():
   assert {"resnet8", "resnet20", "resnet32", "resnet18", "resnet34", "resnet50", "resnet101",
           "resnet152"} <= set(resnet.BACKBONES)
