@@ -18,25 +18,29 @@ from cbd_tf import export, flags, metrics, run_dir, stages
 from cbd_tf.data import pipeline, sources
 
 
+def _matching_source(data, train_counts, where: str) -> sources.Source:
+  """The data set `where` was trained on, checked against its stored class counts."""
+  source = sources.load_source(data)
+  if list(train_counts) != list(source.train_counts):
+    raise ValueError(f"{where}: the data's class counts differ from those it trained on")
+  return source
+
+
 def evaluate_run(directory: str) -> dict:
   """Rebuilds the run's classifier and data, evaluates, writes and returns the metrics."""
   model, config = run_dir.load_classifier(directory)
-  source = sources.load_source(config.data)
-  _, train_counts = run_dir.read_classes(directory)
-  if list(train_counts) != list(source.train_counts):
-    raise ValueError(f"{directory}: the data's class counts differ from those it trained on")
+  source = _matching_source(config.data, run_dir.read_classes(directory)[1], directory)
   return stages.evaluate_and_save(model, config.replace(workdir=directory), source)
 
 
 def evaluate_saved_model(export_dir: str) -> dict:
   """Metrics of an export's predict_images signature on the test split it was trained for."""
   _, train_counts, config = export.read_export_assets(export_dir)
-  source = sources.load_source(config.data)
-  if list(train_counts) != list(source.train_counts):
-    raise ValueError(f"{export_dir}: the data's class counts differ from those it trained on")
+  source = _matching_source(config.data, train_counts, export_dir)
   predict = tf.saved_model.load(export_dir).signatures["predict_images"]
+  # Log-probabilities are logits whose softmax is the export's probabilities (for ECE).
   result = metrics.evaluate_model(
-      lambda images, training=False: predict(images=images)["probabilities"],
+      lambda images, training=False: tf.math.log(predict(images=images)["probabilities"]),
       pipeline.build_eval_dataset(source.test, config.data), source.train_counts)
   print(f"\n{export_dir}\n{metrics.format_table({'saved_model': result})}", flush=True)
   return result

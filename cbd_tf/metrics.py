@@ -73,19 +73,22 @@ def evaluate_model(model, dataset, train_counts: np.ndarray) -> dict:
                              np.concatenate(confidences))
 
 
-def format_table(rows: Mapping[str, Mapping]) -> str:
-  """Rows of metrics as an aligned text table, accuracies in percent; None prints as '-'.
-
-  Calibration error (ece, also in percent) is a column when some row has it."""
+def table_cells(rows: Mapping[str, Mapping]) -> list[list[str]]:
+  """Header and one row per run: accuracies in percent, None as '-'; an ece column
+  (also in percent) when some row has it."""
   columns = ("top1",) + long_tail.SHOT_GROUPS
   if any("ece" in metrics for metrics in rows.values()):
     columns += ("ece",)
-  name_width = max(len("run"), *(len(name) for name in rows))
-  lines = [f"{'run':<{name_width}}  " + "  ".join(f"{c:>7}" for c in columns)]
-  for name, metrics in rows.items():
-    lines.append(f"{name:<{name_width}}  " + "  ".join(
-        f"{_percent(metrics.get(c)):>7}" for c in columns))
-  return "\n".join(lines)
+  return [["run", *columns]] + [[name, *(_percent(metrics.get(c)) for c in columns)]
+                                for name, metrics in rows.items()]
+
+
+def format_table(rows: Mapping[str, Mapping]) -> str:
+  """Rows of metrics as an aligned text table (see table_cells)."""
+  cells = table_cells(rows)
+  name_width = max(len(row[0]) for row in cells)
+  return "\n".join(f"{row[0]:<{name_width}}  " + "  ".join(f"{c:>7}" for c in row[1:])
+                   for row in cells)
 
 
 def _percent(value) -> str:

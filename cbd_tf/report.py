@@ -40,11 +40,10 @@ def write_report(directory: str, results: Mapping[str, Mapping], train_counts, t
 
 
 def _markdown_table(results: Mapping[str, Mapping]) -> str:
-  text = metrics.format_table(results).splitlines()
-  rows = [line.split() for line in text]
-  header = "| " + " | ".join(rows[0]) + " |"
-  rule = "|" + "---|" * len(rows[0])
-  return "\n".join([header, rule] + ["| " + " | ".join(r) + " |" for r in rows[1:]])
+  cells = metrics.table_cells(results)
+  rule = "|" + "---|" * len(cells[0])
+  return "\n".join(["| " + " | ".join(cells[0]) + " |", rule] +
+                   ["| " + " | ".join(row) + " |" for row in cells[1:]])
 
 
 def _plot(path: str, results: Mapping[str, Mapping], train_counts: np.ndarray, title: str):

@@ -150,17 +150,19 @@ def train_stage(config: config_lib.Config, source: sources.Source,
     run_dir.write_classes(config.workdir, source.class_names, source.train_counts)
 
   if config.stage not in config_lib.DECOUPLED_STAGES or config.stage in decoupled.TRAINED_STAGES:
-    total_steps = config.optimizer.epochs * steps_per_epoch
-    # Kang et al.'s progressive sampling moves with training; outside the strategy scope,
-    # since the input pipelines read it on the host.
-    progress = tf.Variable(start_step / total_steps, trainable=False, dtype=tf.float32)
+    progress, progress_callbacks = None, []
+    if config.sampling == "progressive":
+      # Kang et al.'s sampling moves with training; created outside the strategy scope,
+      # since the input pipelines read it on the host.
+      total_steps = config.optimizer.epochs * steps_per_epoch
+      progress = tf.Variable(start_step / total_steps, trainable=False, dtype=tf.float32)
+      progress_callbacks = [callbacks.SamplingProgress(progress, total_steps)]
 
     def build_dataset(step):
       return strategy.distribute_datasets_from_function(
           lambda context: pipeline.build_train_dataset(
               source.train, config.data, config.sampling, config.seed, source.num_classes,
-              context, start_step=step,
-              progress=progress if config.sampling == "progressive" else None))
+              context, start_step=step, progress=progress))
     logging.info("training %s in %s: %d epochs x %d steps from step %d, %s sampling",
                  config.stage, config.workdir, config.optimizer.epochs, steps_per_epoch,
                  start_step, config.sampling)
@@ -168,7 +170,7 @@ def train_stage(config: config_lib.Config, source: sources.Source,
       resume.fit_from_step(
           trainer, build_dataset, start_step, config.optimizer.epochs, steps_per_epoch,
           callbacks=(loss_callbacks + _callbacks(config, classifier, source, save_dir) +
-                     [callbacks.SamplingProgress(progress, total_steps)] +
+                     progress_callbacks +
                      [resume.StopOnNonFiniteLoss(),
                       resume.SaveTrainingState(state, config.distribute.checkpoint_every_steps)]),
           verbose=1 if sys.stdout.isatty() else 2)
