@@ -16,6 +16,8 @@ DECOUPLED_STAGES = ("crt", "lws", "tau_norm", "ncm")
 STAGES = ("teacher", "student", "pipeline") + DECOUPLED_STAGES
 LOSSES = ("ce", "logit_adjusted", "balanced_softmax", "focal", "class_balanced", "ldam")
 AUGMENTATIONS = ("standard", "jitter")
+# How the training stream is drawn (cbd_tf/data/sampling.py); auto is index.
+SAMPLING_METHODS = ("auto", "index", "per_class", "rejection", "resample")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +28,9 @@ class DataConfig:
   imbalance_ratio: float = 100.0
   # Empty means the stage's default: instance for teachers, class_balanced for students.
   sampling: str = ""
+  # One of SAMPLING_METHODS. Only index (auto) resumes in constant time; the others
+  # skip to the resumed step.
+  sampling_method: str = "auto"
   augmentation: str = "standard"  # "jitter" adds SimCLR colour jitter + grayscale.
   crop_min_area: float = 0.05
   horizontal_flip: bool = True
@@ -46,6 +51,7 @@ class DataConfig:
   # tfrecord: comma-separated glob patterns of tf.train.Example files.
   tfrecord_train: str = ""
   tfrecord_test: str = ""
+  tfrecord_val: str = ""  # optional validation files
   tfrecord_image_key: str = "image"
   tfrecord_label_key: str = "label"
   # Decode every image file once before training and leave out those that fail.
@@ -179,6 +185,9 @@ class Config:
     _check(bool(self.workdir), "--workdir is required")
     _check(self.data.augmentation in AUGMENTATIONS,
            f"unknown augmentation {self.data.augmentation!r}; valid: {', '.join(AUGMENTATIONS)}")
+    _check(self.data.sampling_method in SAMPLING_METHODS,
+           f"unknown sampling_method {self.data.sampling_method!r}; "
+           f"valid: {', '.join(SAMPLING_METHODS)}")
     _check(self.data.image_size >= 8, f"image_size must be >= 8, got {self.data.image_size}")
     _check(self.data.imbalance_ratio >= 1,
            f"imbalance_ratio must be >= 1, got {self.data.imbalance_ratio}")

@@ -53,10 +53,9 @@ class ServingModule(tf.Module):
         input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="images")])
 
   def _decode(self, image_bytes):
-    # An undecodable image raises InvalidArgument: that request fails, the server goes on.
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return augment.preprocess_eval(image, self.data)
+    # The evaluation pipeline's decode and preprocessing. An undecodable image raises
+    # InvalidArgument: that request fails, the server goes on.
+    return augment.preprocess_eval(augment.decode_image(image_bytes), self.data)
 
   def _outputs(self, images):
     logits, features = self.classifier.call_with_features(images, training=False)

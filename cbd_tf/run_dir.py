@@ -3,7 +3,9 @@
   config.json        the validated Config of the run
   classes.json       class names and training-image counts, from the labels actually read
   final.weights.h5   classifier weights at the end of training (written last, atomically)
-  metrics.json       evaluation: top1, many, medium, few, per_class, num_test
+  metrics.json       evaluation: top1, many, medium, few, per_class, num_test, ece (test
+                     split), and "val" with the same keys where the data set has one
+  environment.json   versions, devices, batch, label hashes of each split (environment.py)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ CONFIG = "config.json"
 CLASSES = "classes.json"
 FINAL_WEIGHTS = "final.weights.h5"
 METRICS = "metrics.json"
+ENVIRONMENT = "environment.json"
 
 
 def write_json(path: str, value) -> None:

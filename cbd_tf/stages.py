@@ -19,7 +19,7 @@ from absl import logging
 
 from cbd_tf import config as config_lib
 from cbd_tf import callbacks, distiller, export, metrics, report, run_dir, schedules, teachers
-from cbd_tf import decoupled, distribute, long_tail_losses, resume
+from cbd_tf import decoupled, distribute, environment, long_tail_losses, resume
 from cbd_tf.data import pipeline, sampling, sources
 from cbd_tf.models import resnet
 
@@ -148,6 +148,8 @@ def train_stage(config: config_lib.Config, source: sources.Source,
   if chief:
     config.save(os.path.join(config.workdir, run_dir.CONFIG))
     run_dir.write_classes(config.workdir, source.class_names, source.train_counts)
+    run_dir.write_json(os.path.join(config.workdir, run_dir.ENVIRONMENT),
+                       environment.describe(config, source, strategy))
 
   if config.stage not in config_lib.DECOUPLED_STAGES or config.stage in decoupled.TRAINED_STAGES:
     progress, progress_callbacks = None, []
@@ -188,12 +190,18 @@ def train_stage(config: config_lib.Config, source: sources.Source,
 
 def evaluate_and_save(model, config: config_lib.Config, source: sources.Source,
                       write: bool = True) -> dict:
-  """Test-split metrics of `model`, printed and written to the run's metrics.json."""
+  """Test-split metrics of `model` (and, under "val", those of the validation split where
+  the data set has one), printed and written to the run's metrics.json."""
   # Post-hoc logit adjustment (--posthoc_tau) lives in the config, so reloads repeat it.
   adjusted = long_tail_losses.posthoc_adjusted(model, source.train_counts,
                                                config.long_tail.posthoc_tau)
   result = metrics.evaluate_model(adjusted, pipeline.build_eval_dataset(source.test, config.data),
                                   source.train_counts)
+  if source.val is not None:
+    val = metrics.evaluate_model(adjusted, pipeline.build_eval_dataset(source.val, config.data),
+                                 source.train_counts)
+    val["num_val"] = val.pop("num_test")
+    result["val"] = val
   # Image files left out because they did not decode (listed in skipped_files.txt).
   result["skipped_images"] = source.num_skipped
   if source.num_skipped:
@@ -203,7 +211,10 @@ def evaluate_and_save(model, config: config_lib.Config, source: sources.Source,
   run_dir.write_json(os.path.join(config.workdir, run_dir.METRICS), result)
   report.write_report(config.workdir, {config.stage: result}, source.train_counts,
                       f"{config.stage} on {config.data.dataset}: {config.workdir}")
-  print(f"\n{config.workdir}\n{metrics.format_table({config.stage: result})}", flush=True)
+  rows = {config.stage: result}
+  if "val" in result:
+    rows[f"{config.stage} (val)"] = result["val"]
+  print(f"\n{config.workdir}\n{metrics.format_table(rows)}", flush=True)
   return result
 
 
@@ -221,8 +232,10 @@ def _callbacks(config: config_lib.Config, classifier, source: sources.Source,
   log_dir = os.path.join(save_dir, TENSORBOARD)
   result = [callbacks.StepScalars(log_dir, config.output.log_every_steps)]
   if config.output.eval_every_epochs:
+    # Never the test split of a data set that has a validation split: test is seen once.
+    periodic = source.val if source.val is not None else source.test
     result.append(callbacks.ShotGroupEvaluation(
-        classifier, pipeline.build_eval_dataset(source.test, config.data), source.train_counts,
+        classifier, pipeline.build_eval_dataset(periodic, config.data), source.train_counts,
         log_dir, config.output.eval_every_epochs))
   if config.output.profile_batches:
     result.append(callbacks.Profile(log_dir, *config.output.profile_batches))

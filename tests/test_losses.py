@@ -36,7 +36,7 @@ def test_cbd_loss_combines_terms():
                              ce, rtol=1e-5)
 
 
-def test_weight_decay_is_half_sum_of_squares():
+def test_weight_decay_is_a_quarter_sum_of_squares():
   weights = [tf.constant([[1.0, 2.0]]), tf.constant([3.0])]
-  np.testing.assert_allclose(float(losses.weight_decay_loss(weights, 0.1)), 0.1 * 0.5 * 14)
+  np.testing.assert_allclose(float(losses.weight_decay_loss(weights, 0.1)), 0.1 * 0.25 * 14)
   assert float(losses.weight_decay_loss(weights, 0.0)) == 0.0

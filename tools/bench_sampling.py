@@ -3,10 +3,12 @@
   python tools/bench_sampling.py                  # full tables, ~5 minutes on 2 cores
   python tools/bench_sampling.py --tiny           # seconds; what the test suite runs
   python tools/bench_sampling.py --methods index --profiles inaturalist_2018
+  python tools/bench_sampling.py --methods index --start_step 10000000   # a resumed run
 
 One markdown row per (method, class profile). Each row is measured in a fresh subprocess
 so the memory numbers are clean (--tiny runs them in-process). Columns:
-  setup s      sample_indices() until the first batch of 128 comes out
+  setup s      sample_indices() until the first batch of 128 comes out (at --start_step:
+               constant for index, linear in the step for the others, which skip to it)
   indices/s    steady-state rate, batches of 128, for --seconds
   peak RSS MB  growth of the peak resident set over the process after importing TF
   reads/ex     records the method reads per index it emits (random access: 1)
@@ -137,7 +139,7 @@ def records_read_per_example(counts, labels, policy, method, progress, emitted):
 
 
 def measure(method: str, profile: str, policy: str, progress, seconds: float,
-            tiny: bool) -> dict:
+            tiny: bool, start_step: int = 0) -> dict:
   from cbd_tf.data import sampling  # pylint: disable=import-outside-toplevel
   counts = class_counts(*(TINY_PROFILES if tiny else PROFILES)[profile])
   labels = np.repeat(np.arange(len(counts)), counts)
@@ -146,7 +148,8 @@ def measure(method: str, profile: str, policy: str, progress, seconds: float,
   rss_before, _ = rss_and_peak_mb()
   start = time.perf_counter()
   dataset = sampling.sample_indices(labels, policy, method=method, seed=0,
-                                    num_classes=len(counts), progress=progress)
+                                    num_classes=len(counts), progress=progress,
+                                    start=start_step * BATCH)
   stream = iter(dataset.batch(BATCH).prefetch(2))  # as the training pipeline consumes it
   batches = [next(stream).numpy()]
   setup = time.perf_counter() - start
@@ -190,7 +193,8 @@ def format_table(rows) -> str:
 
 def run_in_subprocess(method, profile, args) -> dict:
   command = [sys.executable, os.path.abspath(__file__), "--worker", "--methods", method,
-             "--profiles", profile, "--policy", args.policy, "--seconds", str(args.seconds)]
+             "--profiles", profile, "--policy", args.policy, "--seconds", str(args.seconds),
+             "--start_step", str(args.start_step)]
   if args.progress is not None:
     command += ["--progress", str(args.progress)]
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
@@ -215,6 +219,8 @@ def main(argv=None) -> int:
   parser.add_argument("--progress", type=float, default=None, help="t for --policy progressive")
   parser.add_argument("--seconds", type=float, default=None, help="steady-state time per row")
   parser.add_argument("--timeout", type=float, default=900.0, help="per subprocess")
+  parser.add_argument("--start_step", type=int, default=0,
+                      help="start the stream at this step of 128, as a resumed run does")
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   profiles = TINY_PROFILES if args.tiny else PROFILES
@@ -229,7 +235,7 @@ def main(argv=None) -> int:
   if args.seconds is None:
     args.seconds = 0.5 if args.tiny else 5.0
   if args.worker or args.tiny:
-    rows = [measure(m, p, args.policy, args.progress, args.seconds, args.tiny)
+    rows = [measure(m, p, args.policy, args.progress, args.seconds, args.tiny, args.start_step)
             for p in chosen_profiles for m in methods]
     if args.worker:
       print(json.dumps(rows[0]))
@@ -241,7 +247,8 @@ def main(argv=None) -> int:
         rows.append(run_in_subprocess(method, profile, args))
         print(f"measured {method} on {profile}", file=sys.stderr, flush=True)
   print(f"sampling policy: {args.policy}" +
-        (f", progress {args.progress}" if args.progress is not None else ""))
+        (f", progress {args.progress}" if args.progress is not None else "") +
+        (f", from step {args.start_step:,}" if args.start_step else ""))
   print(format_table(rows))
   return 0 if all("error" not in row for row in rows) else 1
 

@@ -19,7 +19,10 @@ PLACES_LT_LISTS = ("Places_LT_train.txt", "Places_LT_val.txt", "Places_LT_test.t
 
 
 def load_file_list(data: config_lib.DataConfig) -> Source:
-  """--train_list plus --test_list (else --val_list): lines 'relative/path label'."""
+  """--train_list, --test_list and --val_list: lines 'relative/path label'.
+
+  With both evaluation lists, val is for periodic evaluation and test is evaluated once at
+  the end; with one of them, that one is the test split."""
   return _file_list_source("file_list", data, data.train_list, data.val_list, data.test_list,
                            data.num_classes)
 
@@ -28,6 +31,8 @@ def load_places_lt(data: config_lib.DataConfig) -> Source:
   """Places365 images under --data_dir with the OLTR Places_LT lists (default names there)."""
   train, val, test = (given or os.path.join(data.data_dir, default) for given, default in
                       zip((data.train_list, data.val_list, data.test_list), PLACES_LT_LISTS))
+  if not data.val_list and not os.path.exists(val):
+    val = ""  # the default validation list is optional
   if data.num_classes not in (0, PLACES_LT_CLASSES):
     raise ValueError(f"places_lt has {PLACES_LT_CLASSES} classes, --num_classes says "
                      f"{data.num_classes}")
@@ -38,18 +43,22 @@ def _file_list_source(name, data, train_list, val_list, test_list, num_classes) 
   _check_data_dir(data.data_dir)
   if not train_list:
     raise ValueError(f"--dataset={name} needs --train_list=FILE")
-  eval_list = test_list or val_list
-  if not eval_list:
+  if not (test_list or val_list):
     raise ValueError(f"--dataset={name} needs --test_list=FILE or --val_list=FILE")
   train_paths, train_labels, train_lines = read_file_list(train_list, data.data_dir)
   num_classes = num_classes or int(train_labels.max()) + 1
   _check_list_labels(train_list, train_labels, train_lines, num_classes)
-  eval_paths, eval_labels, eval_lines = read_file_list(eval_list, data.data_dir)
-  _check_list_labels(eval_list, eval_labels, eval_lines, num_classes)
+
+  def eval_split(list_file: str) -> Split:
+    paths, labels, lines = read_file_list(list_file, data.data_dir)
+    _check_list_labels(list_file, labels, lines, num_classes)
+    return Split.from_files(paths, labels)
+
   return Source(
       name=name,
       train=Split.from_files(train_paths, train_labels),
-      test=Split.from_files(eval_paths, eval_labels),
+      test=eval_split(test_list or val_list),
+      val=eval_split(val_list) if test_list and val_list else None,
       class_names=_class_names_from_paths(train_paths, train_labels, num_classes))
 
 
@@ -103,7 +112,10 @@ def _class_names_from_paths(paths, labels, num_classes) -> tuple[str, ...]:
 
 
 def load_image_folder(data: config_lib.DataConfig) -> Source:
-  """--data_dir/train/<class>/..., evaluated on test/ when it exists, else val/."""
+  """--data_dir/train/<class>/... with test/ and/or val/ beside it (same class folders).
+
+  With both, val/ is for periodic evaluation and test/ is evaluated once at the end; with
+  one of them, that one is the test split."""
   _check_data_dir(data.data_dir)
   train_dir = os.path.join(data.data_dir, "train")
   if not os.path.isdir(train_dir):
@@ -113,17 +125,16 @@ def load_image_folder(data: config_lib.DataConfig) -> Source:
   if not class_names:
     raise ValueError(f"{train_dir!r} has no class folders")
   train = _read_folder(train_dir, class_names, require_every_class=True)
-  for eval_name in ("test", "val"):
-    eval_dir = os.path.join(data.data_dir, eval_name)
-    if os.path.isdir(eval_dir):
-      break
-  else:
+  eval_dirs = [os.path.join(data.data_dir, name) for name in ("test", "val")
+               if os.path.isdir(os.path.join(data.data_dir, name))]
+  if not eval_dirs:
     raise ValueError(f"image folder {data.data_dir!r} has neither test/ nor val/")
   if data.num_classes not in (0, len(class_names)):
     raise ValueError(f"{train_dir!r} has {len(class_names)} class folders, --num_classes says "
                      f"{data.num_classes}")
-  return Source(name="image_folder", train=train,
-                test=_read_folder(eval_dir, class_names, require_every_class=False),
+  test, *val = [_read_folder(directory, class_names, require_every_class=False)
+                for directory in eval_dirs]
+  return Source(name="image_folder", train=train, test=test, val=val[0] if val else None,
                 class_names=tuple(class_names))
 
 

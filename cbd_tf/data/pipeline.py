@@ -16,55 +16,127 @@ from cbd_tf.data import augment, sampling, sources
 def build_train_dataset(split: sources.Split, data: config_lib.DataConfig, policy: str,
                         seed: int, num_classes: int,
                         input_context: tf.distribute.InputContext | None = None,
-                        start_step: int = 0, progress=None) -> tf.data.Dataset:
+                        start_step: int = 0, progress=None,
+                        drop_counter: tf.Variable | None = None) -> tf.data.Dataset:
   """Infinite per-replica batches of (image, label), examples drawn by `policy`.
 
   Every input pipeline walks the same seeded index stream and keeps its own shard, so
   the global batch holds the same examples however many replicas share it. The stream
   is a pure function of the seed and the position, so `start_step` (a resumed run)
   begins exactly where global step `start_step` would have. `progress` (a tf.Variable
-  in [0, 1]) drives the `progressive` policy.
+  in [0, 1]) drives the `progressive` policy. `drop_counter` (an int64 tf.Variable made on
+  the host, outside any strategy scope) gains one for every image file that failed to
+  read or decode; training skips it.
   """
   batch_size = data.batch_size
-  indices = sampling.sample_indices(split.labels, policy, method="auto", seed=seed,
-                                    num_classes=num_classes, progress=progress)
-  example_seeds = tf.data.Dataset.random(seed=seed + 1).batch(2)
-  examples = tf.data.Dataset.zip(indices, example_seeds).skip(start_step * data.batch_size)
+  # (index, example_seed) from global example position start_step * batch: constant time
+  # for data.sampling_method index (auto); the other methods skip to it.
+  examples = sampling.sample_examples(
+      split.labels, policy, seed, num_classes, start=start_step * data.batch_size,
+      progress=progress, method=data.sampling_method)
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(data.batch_size)
     examples = examples.shard(input_context.num_input_pipelines,
                               input_context.input_pipeline_id)
-  image_at = _image_reader(split)
-  labels = tf.constant(split.labels, tf.int64)
-
-  def load(index, example_seed):
-    image = augment.preprocess_train(image_at(index), example_seed, data)
-    return image, tf.gather(labels, index)
-
-  dataset = examples.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-  if split.is_encoded:
-    # sources.load_source checks every file before training; this only catches a file
-    # broken since then (logged by tf.data), so it never stops a run.
-    dataset = dataset.ignore_errors(log_warning=True)
-  return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  return train_batches(examples, split, data, batch_size,
+                       drop_counter=drop_counter).prefetch(tf.data.AUTOTUNE)
 
 
 def build_eval_dataset(split: sources.Split, data: config_lib.DataConfig) -> tf.data.Dataset:
   """One pass over `split` in order, preprocessed for evaluation, in batches."""
-  image_at = _image_reader(split)
-  dataset = tf.data.Dataset.from_tensor_slices(
-      (tf.range(len(split), dtype=tf.int64), split.labels)).map(
-          lambda index, label: (augment.preprocess_eval(image_at(index), data), label),
-          num_parallel_calls=tf.data.AUTOTUNE)
-  if split.is_encoded:
-    dataset = dataset.ignore_errors(log_warning=True)
-  return dataset.batch(data.eval_batch_size).prefetch(tf.data.AUTOTUNE)
+  return eval_batches(split, data).prefetch(tf.data.AUTOTUNE)
 
 
-def _image_reader(split: sources.Split):
-  """index -> uint8 image (H, W, C): a gather from memory, or read + decode of one file."""
+def train_batches(examples: tf.data.Dataset, split: sources.Split, data: config_lib.DataConfig,
+                  batch_size: int, num_parallel_calls: int | None = tf.data.AUTOTUNE,
+                  drop_counter: tf.Variable | None = None) -> tf.data.Dataset:
+  """(index, example_seed) elements -> batches of (images, labels), remainder dropped.
+
+  One map per example reads the image and makes the official crop: decode (a JPEG only
+  inside the crop window), resize, flip. For image files, ignore_errors follows that map
+  and nothing else: a file broken since sources.load_source checked it is skipped, logged
+  and counted in `drop_counter`. RandAugment and colour jitter run in a later map, so an
+  error there stops the run instead of silently emptying the stream. Each seed travels
+  with its example, so a skipped file does not shift the seeds of the others. (Every
+  per-example map costs a function call per image; the bookkeeping runs per batch.)
+  """
+  labels = tf.constant(split.labels, tf.int64)
   if split.is_encoded:
     paths = tf.constant(split.paths.astype(str))
-    return lambda index: augment.decode_image(tf.io.read_file(tf.gather(paths, index)))
-  images = tf.constant(split.images)
-  return lambda index: tf.gather(images, index)
+
+    def cropped(index, crop_seed):
+      contents = tf.io.read_file(tf.gather(paths, index))
+      return augment.decode_and_crop(contents, crop_seed, data)
+  else:
+    images = tf.constant(split.images)
+
+    def cropped(index, crop_seed):
+      return augment.crop(tf.gather(images, index), crop_seed, data)
+
+  augmenting = augment.has_augmentation(data)
+  counting = split.is_encoded and drop_counter is not None
+
+  def load(index, example_seed, *position):
+    seeds = augment.train_seeds(example_seed)
+    image = augment.resize_and_flip(cropped(index, seeds.crop), seeds.flip, data)
+    return (*position, image, tf.gather(labels, index)) + ((seeds.rest,) if augmenting else ())
+
+  def augment_example(*example):
+    *kept, image, label, rest_seed = example
+    return (*kept, augment.augment_image(image, rest_seed, data), label)
+
+  if counting:
+    dataset = examples.enumerate().map(lambda position, example: load(*example, position),
+                                       num_parallel_calls=num_parallel_calls)
+  else:
+    dataset = examples.map(load, num_parallel_calls=num_parallel_calls)
+  if split.is_encoded:
+    dataset = dataset.ignore_errors(log_warning=True)
+  if augmenting:
+    dataset = dataset.map(augment_example, num_parallel_calls=num_parallel_calls)
+  dataset = dataset.batch(batch_size, drop_remainder=True)
+  return _count_dropped(dataset, drop_counter) if counting else dataset
+
+
+def eval_batches(split: sources.Split, data: config_lib.DataConfig,
+                 num_parallel_calls: int | None = tf.data.AUTOTUNE) -> tf.data.Dataset:
+  """`split` in order, as batches of (images, labels); unreadable files are skipped.
+
+  Evaluation has no augmentation: its resize and crop share the decode's map (one map
+  per example, as above), and a bug there would empty the evaluation, which fails loudly.
+  """
+  labels = tf.constant(split.labels, tf.int64)
+  if split.is_encoded:
+    paths = tf.constant(split.paths.astype(str))
+
+    def image_at(index):
+      return augment.decode_image(tf.io.read_file(tf.gather(paths, index)))
+  else:
+    images = tf.constant(split.images)
+
+    def image_at(index):
+      return tf.gather(images, index)
+
+  dataset = tf.data.Dataset.range(len(split)).map(
+      lambda index: (augment.preprocess_eval(image_at(index), data), tf.gather(labels, index)),
+      num_parallel_calls=num_parallel_calls)
+  if split.is_encoded:
+    dataset = dataset.ignore_errors(log_warning=True)
+  return dataset.batch(data.eval_batch_size)
+
+
+def _count_dropped(batches: tf.data.Dataset, drop_counter: tf.Variable) -> tf.data.Dataset:
+  """(positions, images, labels) batches -> (images, labels), adding to `drop_counter` the
+  stream positions missing: dropped so far = highest position seen + 1 - examples kept,
+  right even if examples arrive out of order. Examples dropped after the last one kept are
+  not counted; in an endless training stream that is at most the read-ahead."""
+
+  def count(highest, batch):
+    positions, images, batch_labels = batch
+    new_highest = tf.maximum(highest, tf.reduce_max(positions))
+    kept = tf.size(positions, out_type=tf.int64)
+    increase = tf.cast(new_highest - highest - kept, drop_counter.dtype)
+    with tf.control_dependencies([drop_counter.assign_add(increase)]):
+      return new_highest, (tf.identity(images), tf.identity(batch_labels))
+
+  return batches.scan(tf.constant(-1, tf.int64), count)

@@ -7,14 +7,14 @@ Policies say how likely each class is (examples within a class are equally likel
   progressive     p_c(t) = (1 - t) * n_c / N + t / C (Kang et al. 2020), t = `progress`
                   in [0, 1]: a float, or a tf.Variable read each time a block is drawn
 
-Methods say how the stream is made. Each reaches the policy's class distribution exactly
-in expectation; they differ in cost and in what the source must offer (numbers from
-tools/bench_sampling.py at 8,142 classes, 2 shared CPU cores):
+Methods say how the stream is made (`--sampling_method`). Each reaches the policy's class
+distribution exactly in expectation; they differ in cost and in what the source must
+offer (numbers from tools/bench_sampling.py at 8,142 classes, 2 shared CPU cores):
 
   method     source needs   reads/example  cost
   index      random access  1              one argsort; in-graph blocks of 4,096 draws
                                            (class, then example). < 1 s setup, ~0.5M/s,
-                                           ~40 MB. What `auto` picks for arrays.
+                                           ~40 MB. What `auto` picks.
   per_class  random access  1              one shuffled, repeated dataset per class, picked
                                            by the in-graph class stream through
                                            choose_from_datasets: ~1 minute setup (Python
@@ -28,17 +28,28 @@ tools/bench_sampling.py at 8,142 classes, 2 shared CPU cores):
                                            r = p_c / (n_c / N); then a 1,000-record shuffle
                                            buffer. ~4k/s.
 
-`resample` repeats every tail record r times in a row (r = 23 for a 5-image ImageNet-LT
-class, 27 for a 2-image iNaturalist class), and the shuffle buffer only spreads those
-copies over about a buffer's length: 12-15% of a 128-batch repeats an image already in it,
-against 0.1-0.3% for independent draws, and class counts over a short window are lumpy.
-It is here to reproduce the reference, not as a default.
+Why `index` is the default: it draws every example independently. `resample` repeats
+every tail record r times in a row (r = 23 for a 5-image ImageNet-LT class, 27 for a
+2-image iNaturalist class), and the shuffle buffer only spreads those copies over about a
+buffer's length: measured, 12.5% (ImageNet-LT-like) / 15.2% (iNaturalist-like) of a
+128-batch repeats an image already in it, against 0.3% / 0.1% for independent draws, and
+class counts over a short window are lumpy. It is here to reproduce the reference.
+
+Positions and resuming. `sample_examples` gives (index, example_seed) pairs. With `index`
+both are functions of the example's position P in the stream: block P // 4,096 is drawn
+by stateless ops seeded by (seed, block number); `instance` reads pass P // N at P % N
+through a stateless permutation keyed by (seed, pass number), so each pass still visits
+every example once; example_seed(P) = stateless_fold_in((seed, 4), P), as the reference's
+deterministic_data.py folds each example's position into its data rng. A stream started at
+P (a resumed run) therefore builds in constant time and equals the uninterrupted stream
+from P on. per_class, rejection and resample are not functions of the position: they
+reach P by skipping, which takes time linear in P.
 
 Sources without random access (TFRecord-backed TFDS data read in file order) use the
 stream methods through `sample_stream`: pass (example, label) pairs with the image still
 encoded (tfds.decode.SkipDecoding) and decode after sampling, so rejected records are read
-and parsed but never decoded. `index` and `per_class` need random access (an array of
-labels plus a way to fetch example i, e.g. images in memory or an ArrayRecord source).
+and parsed but never decoded. In training every source has random access; `rejection` and
+`resample` then run over the split read in a fresh shuffled order each pass (epoch).
 
 `progress` for progressive sampling is read when a block of 4,096 classes is drawn (index,
 per_class) or per record (rejection, resample); draws already made (a block, the prefetch
@@ -50,13 +61,18 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from cbd_tf import config as config_lib
+from cbd_tf.data import stream_sampling
+
 POLICIES = ("instance", "class_balanced", "sqrt", "progressive")
-METHODS = ("auto", "index", "per_class", "rejection", "resample")
+METHODS = config_lib.SAMPLING_METHODS
 STREAM_METHODS = ("auto", "rejection", "resample")
-RESAMPLE_SHUFFLE_BUFFER = 1000  # the reference's config.shuffle_buffer_size
+RESAMPLE_SHUFFLE_BUFFER = stream_sampling.RESAMPLE_SHUFFLE_BUFFER
 # Above this many records read per example kept, `auto` on a stream prefers `resample`.
 MAX_REJECTION_READS = 4.0
 _BLOCK_SIZE = 4096
+# Second word of the stateless seed of each random stream drawn from one seed.
+_CLASSES, _WITHIN_CLASS, _PASSES, _EXAMPLE_SEEDS = 1, 2, 3, 4
 
 
 def check_policy(policy: str) -> None:
@@ -96,42 +112,42 @@ def records_per_example(class_counts, policy: str, progress: float = 0.0) -> flo
   return float(ratio.max())
 
 
+def sample_examples(labels, policy: str = "class_balanced", seed: int = 0,
+                    num_classes: int | None = None, start: int = 0, progress=None,
+                    method: str = "auto") -> tf.data.Dataset:
+  """Infinite dataset of (index int64, example_seed int64[2]) from example position `start`.
+
+  `index` points into `labels`; `example_seed` is the stateless seed of that example's
+  random preprocessing. With `method` index (auto) both are functions of the position
+  (module docstring): any `start` builds in constant time and yields what the stream
+  started at 0 yields from position `start` on. Other methods skip `start` elements.
+  Arguments as sample_indices.
+  """
+  return _sample(labels, policy, method, seed, num_classes, progress, start, with_seeds=True)
+
+
 def sample_indices(labels, policy: str = "class_balanced", method: str = "index", seed: int = 0,
-                   num_classes: int | None = None, progress=None) -> tf.data.Dataset:
+                   num_classes: int | None = None, progress=None,
+                   start: int = 0) -> tf.data.Dataset:
   """Infinite dataset of int64 indices into `labels` (1-D ints in [0, C)) drawn by `policy`.
 
   `num_classes` defaults to max(labels) + 1; pass it so an empty last class is caught.
   `method` is one of METHODS (module docstring); `auto` picks `index`, since `labels` is an
   array and the caller fetches example i itself. The stream methods run over an
   instance-sampled stream of (index, label), so nothing is decoded for rejected records.
-  `progress` is t for `progressive`: a float in [0, 1] or a tf.Variable.
+  `progress` is t for `progressive`: a float in [0, 1] or a tf.Variable. `start`: the
+  position to begin at, as in sample_examples.
   """
-  check_policy(policy)
-  check_method(method)
-  labels = np.asarray(labels, dtype=np.int64)
-  if labels.ndim != 1 or len(labels) == 0:
-    raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
-  if labels.min() < 0:
-    raise ValueError(f"labels must be >= 0, got {labels.min()}")
-  counts = np.bincount(labels, minlength=num_classes or 0)
-  if num_classes is not None and len(counts) > num_classes:
-    raise ValueError(f"label {labels.max()} is outside [0, {num_classes})")
-  class_probabilities(counts, policy)  # raises on an empty class the policy would draw
-  read_progress = _progress_reader(policy, progress)
-  method = "index" if method == "auto" else method
-  if method == "index" and policy == "instance":
-    return _shuffled_passes(len(labels), seed)
-  if method in ("index", "per_class"):
-    by_class = np.argsort(labels, kind="stable")
-    classes = _class_blocks(counts, policy, seed, read_progress)
-    if method == "index":
-      return _class_then_example(by_class, counts, classes, seed)
-    return _per_class_datasets(by_class, counts, classes, seed)
-  label_tensor = tf.constant(labels)
-  records = _shuffled_passes(len(labels), seed).map(
-      lambda index: (index, tf.gather(label_tensor, index)))
-  kept = _stream(records, counts, policy, method, seed, read_progress)
-  return kept.map(lambda index, label: index)
+  return _sample(labels, policy, method, seed, num_classes, progress, start, with_seeds=False)
+
+
+def example_seeds(seed: int, positions) -> tf.Tensor:
+  """The int64 [..., 2] stateless seeds of the examples at `positions`:
+  stateless_fold_in((seed, 4), position), computed for many positions at once."""
+  positions = tf.convert_to_tensor(positions, tf.int64)
+  folded = tf.random.stateless_uniform([], tf.constant([seed, _EXAMPLE_SEEDS], tf.int64),
+                                       minval=None, maxval=None, dtype=tf.int64)
+  return tf.stack([tf.fill(tf.shape(positions), folded), positions], axis=-1)
 
 
 def sample_stream(examples: tf.data.Dataset, class_counts, policy: str = "class_balanced",
@@ -164,6 +180,59 @@ def stream_method(class_counts, policy: str) -> str:
   return "rejection" if reads <= MAX_REJECTION_READS else "resample"
 
 
+def _sample(labels, policy, method, seed, num_classes, progress, start, with_seeds):
+  check_policy(policy)
+  check_method(method)
+  if int(start) < 0:
+    raise ValueError(f"start must be >= 0, got {start}")
+  labels = np.asarray(labels, dtype=np.int64)
+  if labels.ndim != 1 or len(labels) == 0:
+    raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
+  if labels.min() < 0:
+    raise ValueError(f"labels must be >= 0, got {labels.min()}")
+  counts = np.bincount(labels, minlength=num_classes or 0)
+  if num_classes is not None and len(counts) > num_classes:
+    raise ValueError(f"label {labels.max()} is outside [0, {num_classes})")
+  class_probabilities(counts, policy)  # raises on an empty class the policy would draw
+  read_progress = _progress_reader(policy, progress)
+  method = "index" if method == "auto" else method
+  if method == "index":
+    indices_of_block = _index_blocks(labels, counts, policy, seed, read_progress)
+
+    def block(block_number):
+      indices = indices_of_block(block_number)
+      if not with_seeds:
+        return indices
+      return indices, example_seeds(seed, _positions(block_number))
+    return _from_position(block, start)
+  indices = _stream_indices(labels, counts, policy, method, seed, read_progress).skip(start)
+  if not with_seeds:
+    return indices
+  seeds = _from_position(lambda block_number: example_seeds(seed, _positions(block_number)),
+                         start)
+  return tf.data.Dataset.zip(indices, seeds)
+
+
+def _positions(block_number):
+  return block_number * _BLOCK_SIZE + tf.range(_BLOCK_SIZE, dtype=tf.int64)
+
+
+def _from_position(block, start: int) -> tf.data.Dataset:
+  """block(block_number) -> a block of _BLOCK_SIZE elements; the elements from `start` on."""
+  first_block, offset = divmod(int(start), _BLOCK_SIZE)
+  # Plain TF ops, Python branches on Python values only: autograph's conversion of the
+  # call tree would take most of the build time.
+  block = tf.autograph.experimental.do_not_convert(block)
+  blocks = tf.data.Dataset.counter(first_block).map(block)
+  # Blocks before `start` are never drawn; skipping into the first costs < one block.
+  return blocks.unbatch().skip(offset)
+
+
+def _block_seed(seed, stream, block_number):
+  return tf.random.experimental.stateless_fold_in(
+      tf.constant([seed, stream], tf.int64), tf.cast(block_number, tf.int64))
+
+
 def _check_progress_value(progress) -> float:
   value = float(progress)
   if not 0.0 <= value <= 1.0:
@@ -194,17 +263,12 @@ def _class_probability_tensor(counts, policy, read_progress):
   return tf.constant(class_probabilities(counts, policy), tf.float64)
 
 
-def _block_seeds(seed, block_number, num):
-  return tf.unstack(tf.random.experimental.stateless_split(
-      tf.stack([tf.constant(seed, tf.int64), block_number]), num=num))
-
-
 def _class_blocks(counts, policy, seed, read_progress):
   """block_number -> _BLOCK_SIZE classes drawn by the policy, by stateless random ops."""
   num_classes = len(counts)
 
   def classes(block_number):
-    class_seed, _ = _block_seeds(seed, block_number, 2)
+    class_seed = _block_seed(seed, _CLASSES, block_number)
     if policy == "class_balanced":
       return tf.random.stateless_uniform(
           [_BLOCK_SIZE], class_seed, minval=0, maxval=num_classes, dtype=tf.int64)
@@ -217,122 +281,65 @@ def _class_blocks(counts, policy, seed, read_progress):
   return classes
 
 
-def _shuffled_passes(num_examples: int, seed: int) -> tf.data.Dataset:
-  def one_pass(pass_number):
-    return tf.data.Dataset.from_tensor_slices(tf.random.experimental.stateless_shuffle(
-        tf.range(num_examples, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64),
-                                                               pass_number])))
-  return tf.data.Dataset.counter().flat_map(one_pass)
-
-
-def _class_then_example(by_class, counts, classes_of_block, seed):
-  by_class = tf.constant(by_class, tf.int64)
+def _index_blocks(labels, counts, policy, seed, read_progress):
+  """block_number -> the indices at positions [block * B, (block + 1) * B) of the stream."""
+  if policy == "instance":
+    return _shuffled_pass_blocks(len(labels), seed)
+  by_class = tf.constant(np.argsort(labels, kind="stable"), tf.int64)
   starts = tf.constant(np.cumsum(counts) - counts, tf.int64)
   counts_tensor = tf.constant(counts, tf.int64)
+  classes_of_block = _class_blocks(counts, policy, seed, read_progress)
 
   def block(block_number):
-    _, example_seed = _block_seeds(seed, block_number, 2)
     classes = classes_of_block(block_number)
     class_counts = tf.gather(counts_tensor, classes)
-    within = tf.cast(tf.random.stateless_uniform([_BLOCK_SIZE], example_seed, dtype=tf.float64)
-                     * tf.cast(class_counts, tf.float64), tf.int64)
+    uniforms = tf.random.stateless_uniform(
+        [_BLOCK_SIZE], _block_seed(seed, _WITHIN_CLASS, block_number), dtype=tf.float64)
+    within = tf.cast(uniforms * tf.cast(class_counts, tf.float64), tf.int64)
     within = tf.minimum(within, class_counts - 1)
     return tf.gather(by_class, tf.gather(starts, classes) + within)
-
-  return tf.data.Dataset.counter().map(block).unbatch()
-
-
-def _per_class_datasets(by_class, counts, classes_of_block, seed):
-  """One shuffled, repeated dataset per class, picked by the in-graph class stream.
-
-  choose_from_datasets costs O(1) per element where sample_from_datasets draws from C
-  weights per element. Building C datasets costs a few ms each in Python (eager dataset
-  ops). tf.data's default graph rewrites, run when the iterator is made, grow faster than
-  linearly with the graph: ~60 s at 4,000 classes, ~0.05 s with them off.
-  """
-  starts = np.cumsum(counts) - counts
-  datasets = []
-  for class_id, (start, count) in enumerate(zip(starts, counts)):
-    members = tf.data.Dataset.from_tensor_slices(by_class[start:start + count])
-    if count:  # an empty class (instance policy only) has probability 0 and is never chosen
-      shuffle_seed = (seed * 1_000_003 + class_id) % (2**31 - 1)
-      members = members.shuffle(int(count), seed=shuffle_seed).repeat()
-    datasets.append(members)
-  choices = tf.data.Dataset.counter().map(classes_of_block).unbatch()
-  chosen = tf.data.Dataset.choose_from_datasets(datasets, choices)
-  options = tf.data.Options()
-  options.experimental_optimization.apply_default_optimizations = False
-  return chosen.with_options(options)
+  return block
 
 
-def _uniforms(seed: int) -> tf.data.Dataset:
-  """Seeded float64 uniforms in [0, 1), one per element (Dataset.random gives 32 bits)."""
-  return tf.data.Dataset.random(seed=seed).map(
-      lambda bits: tf.cast(bits % 2**32, tf.float64) / 2.0**32)
+def _shuffled_pass_blocks(num_examples: int, seed: int):
+  """block_number -> indices of shuffled passes over [0, num_examples): position P is
+  entry P % N of pass P // N, whose permutation is keyed by (seed, pass number)."""
+  def block(block_number):
+    positions = _positions(block_number)
+    pass_seeds = tf.stack([tf.fill([_BLOCK_SIZE], tf.constant(seed, tf.int64)),
+                           tf.fill([_BLOCK_SIZE], tf.constant(_PASSES, tf.int64)),
+                           positions // num_examples], axis=1)
+    # The raw op: tf.random.experimental.index_shuffle pads an [n, 2] seed along the wrong
+    # axis (TF 2.21). rounds=4 as that wrapper.
+    return tf.raw_ops.RandomIndexShuffle(
+        index=positions % num_examples, seed=pass_seeds,
+        max_index=tf.constant(num_examples - 1, tf.int64), rounds=4)
+  return block
 
 
-def _ratio_reader(counts, policy, read_progress):
-  """label -> p_c / (n_c / N) as float64, t read per call for progressive."""
-  instance = counts / counts.sum()
-  if policy != "progressive":
-    ratio = np.divide(class_probabilities(counts, policy), instance,
-                      out=np.zeros(len(counts)), where=counts > 0)
-    ratio_tensor = tf.constant(ratio, tf.float64)
-    return lambda label: tf.gather(ratio_tensor, label)
-  # p_c(t) / b_c = (1 - t) + t * N / (C * n_c): O(1) per record, no C-vector per record.
-  uniform_ratio = tf.constant(np.divide(1.0 / len(counts), instance, out=np.zeros(len(counts)),
-                                        where=counts > 0), tf.float64)
+def _stream_indices(labels, counts, policy, method, seed, read_progress):
+  """Indices drawn by per_class, rejection or resample, from position 0."""
+  if method == "per_class":
+    return stream_sampling.per_class_datasets(
+        np.argsort(labels, kind="stable"), counts,
+        _class_blocks(counts, policy, seed, read_progress), seed)
+  label_tensor = tf.constant(labels)
+  pass_blocks = _shuffled_pass_blocks(len(labels), seed)
 
-  def ratio(label):
-    progress = read_progress()
-    return (1 - progress) + progress * tf.gather(uniform_ratio, label)
-  return ratio
+  def records(block_number):
+    indices = pass_blocks(block_number)
+    return indices, tf.gather(label_tensor, indices)
+  # The split in a fresh shuffled order each pass, as the reference reads it each epoch.
+  kept = _stream(_from_position(records, 0), counts, policy, method, seed, read_progress)
+  return kept.map(lambda index, label: index)
 
 
 def _stream(records, counts, policy, method, seed, read_progress):
   """(example, label) stream, instance-distributed -> the policy's distribution."""
   if policy == "instance":
     return records
-  ratio = _ratio_reader(counts, policy, read_progress)
+  target = None if policy == "progressive" else class_probabilities(counts, policy)
+  ratio = stream_sampling.ratio_reader(counts, target, read_progress)
   if method == "rejection":
-    return _rejection(records, counts, policy, seed, ratio)
-  return _resample(records, seed, ratio)
-
-
-def _rejection(records, counts, policy, seed, ratio):
-  if policy != "progressive":
-    # tf.data's own resampler; it also mixes in the raw stream where that is exact.
-    resampled = records.rejection_resample(
-        lambda example, label: tf.cast(label, tf.int32),
-        target_dist=class_probabilities(counts, policy).astype(np.float32),
-        initial_dist=(counts / counts.sum()).astype(np.float32), seed=seed)
-    return resampled.map(lambda class_id, record: record)
-  # rejection_resample freezes its target when built, so a moving target is filtered here:
-  # accept with p_c(t) / b_c divided by its largest value, which is the smallest class's.
-  smallest = int(np.argmin(np.where(counts > 0, counts, np.iinfo(np.int64).max)))
-
-  def keep(record, uniform):
-    return uniform * ratio(tf.constant(smallest, tf.int64)) < ratio(tf.cast(record[1], tf.int64))
-  zipped = tf.data.Dataset.zip(records, _uniforms(seed))
-  return zipped.filter(keep).map(lambda record, uniform: record)
-
-
-def _resample(records, seed, ratio):
-  """The reference: oversample r >= 1 by floor(r) + Bernoulli(r - floor(r)) copies in a row,
-  undersample r < 1 by keeping each copy with probability r, then a shuffle buffer."""
-  def copies(record, uniform):
-    r = ratio(tf.cast(record[1], tf.int64))
-    whole = tf.floor(r)
-    extra = tf.cast(uniform <= tf.maximum(r, 1.0) - whole, tf.int64)
-    return record, tf.cast(whole, tf.int64) + extra
-
-  def repeat(record, count):
-    return tf.data.Dataset.from_tensors(record).repeat(count)
-
-  def keep(record, uniform):
-    return uniform <= tf.minimum(ratio(tf.cast(record[1], tf.int64)), 1.0)
-
-  repeated = tf.data.Dataset.zip(records, _uniforms(seed)).map(copies).flat_map(repeat)
-  kept = tf.data.Dataset.zip(repeated, _uniforms(seed + 1)).filter(keep)
-  return kept.map(lambda record, uniform: record).shuffle(
-      RESAMPLE_SHUFFLE_BUFFER, seed=seed)
+    return stream_sampling.rejection(records, counts, target, seed, ratio)
+  return stream_sampling.resample(records, seed, ratio)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from typing import Callable
 
@@ -27,6 +28,7 @@ from cbd_tf.data.source_types import Split, check_labels
 
 SKIPPED_FILES = "skipped_files.txt"
 _FILES_PER_DIRECTORY = 1000
+_EXPORT_BATCH = 256
 
 
 def cache_dir(data: config_lib.DataConfig) -> str:
@@ -59,13 +61,16 @@ def export_encoded(records: Callable[[], tf.data.Dataset], directory: str, num_c
     return Split.from_files([_exported_path(directory, i) for i in range(len(labels))], labels)
   logging.info("%s: exporting encoded images once to %s", where, directory)
   labels = []
-  for index, (image, label) in enumerate(records().prefetch(tf.data.AUTOTUNE).as_numpy_iterator()):
-    path = _exported_path(directory, index)
-    if index % _FILES_PER_DIRECTORY == 0:
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-      f.write(image)
-    labels.append(int(label))
+  # In batches: handing Python one record at a time cost more than writing its file.
+  batches = records().batch(_EXPORT_BATCH).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+  for images, batch_labels in batches:
+    for image, label in zip(images, batch_labels):
+      path = _exported_path(directory, len(labels))
+      if len(labels) % _FILES_PER_DIRECTORY == 0:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path, "wb") as f:
+        f.write(image)
+      labels.append(int(label))
   if not labels:
     raise ValueError(f"{where}: no examples")
   labels = np.asarray(labels, dtype=np.int64)
@@ -83,40 +88,106 @@ def _exported_path(directory: str, index: int) -> str:
 def drop_broken(split: Split, split_name: str, directory: str) -> tuple[Split, list[str]]:
   """`split` without the files that fail to decode, and "split<TAB>path<TAB>reason" lines.
 
-  Decodes every file once (the same decode the pipeline uses); the result is cached under
-  a key of the paths, labels, sizes and modification times.
+  The first call decodes every file once (the decode the pipeline uses, in tf.data on all
+  cores) and records the broken ones in `directory`, under a key of the ordered paths and
+  the inode and modification time of each directory that holds them. A later call with
+  the same key reads that record instead: one stat per directory, not one per file, since
+  per-file stats are what made a cache hit slow on network file systems (100,000 files
+  in 100 directories: see tools/bench_prepare.py for both costs).
+
+  A cached check starts again when a path is added to or removed from the split, or when
+  a file is added, removed, renamed or replaced by a rename in one of those directories
+  (the way tar, rsync and most downloaders write). A broken file edited in place (its
+  size or mtime, recorded with it, differ) is decoded again alone. Not noticed: a good
+  file rewritten in place into a broken one, or a change behind a symlink; the training
+  pipeline still drops such a file when it fails to decode, with a warning. Labels are
+  not in the key, so relabelling a split does not decode it again.
   """
   if not split.is_encoded:
     return split, []
-  record = os.path.join(directory, f"checked_{split_name}_{_files_key(split)}.txt")
-  if os.path.exists(record):
-    with open(record) as f:
-      lines = [line.rstrip("\n") for line in f if line.strip()]
-    broken = {int(line.split("\t", 1)[0]): line.split("\t", 2)[2] for line in lines}
-  else:
-    broken = _find_broken(split.paths)
-    os.makedirs(directory, exist_ok=True)
-    with open(record + ".tmp", "w") as f:
-      for index, reason in sorted(broken.items()):
-        f.write(f"{index}\t{split.paths[index]}\t{reason}\n")
-    os.replace(record + ".tmp", record)
-  skipped = [f"{split_name}\t{split.paths[index]}\t{reason}"
-             for index, reason in sorted(broken.items())]
+  paths = split.paths
+  record = os.path.join(directory, f"checked_{split_name}_{_files_key(paths)}.tsv")
+  broken = _read_record(record)
+  if broken is None:
+    logging.info("checking %d %s image files once (cached in %s)", len(paths), split_name,
+                 directory)
+    broken = {index: (_file_state(paths[index]), reason)
+              for index, reason in _find_broken(paths).items()}
+    _write_record(record, paths, broken)
+  elif _recheck_changed(paths, broken):
+    _write_record(record, paths, broken)
+  skipped = [f"{split_name}\t{paths[index]}\t{reason}"
+             for index, (_, reason) in sorted(broken.items())]
   for line in skipped:
     logging.warning("skipping unreadable image: %s", line.replace("\t", ": ", 1))
-  keep = np.setdiff1d(np.arange(len(split)), np.fromiter(broken, dtype=np.int64))
-  return split.select(keep), skipped
+  keep = np.ones(len(split), dtype=bool)
+  keep[list(broken)] = False
+  return split.select(np.flatnonzero(keep)), skipped
 
 
-def _files_key(split: Split) -> str:
-  stats = []
-  for path in split.paths:
-    try:
-      stat = os.stat(path)
-      stats.append((stat.st_size, stat.st_mtime_ns))
-    except OSError:
-      stats.append((-1, -1))
-  return key_of(list(split.paths), split.labels.tolist(), stats)
+# Part of the record's key: records of an older layout are never read.
+_RECORD_LAYOUT = 2
+
+
+def _files_key(paths: np.ndarray) -> str:
+  # Each path up to its last separator ("" for the working directory): cheaper than dirname.
+  directories = sorted({path[:path.rfind(os.sep) + 1] or os.curdir for path in paths})
+  return key_of(_RECORD_LAYOUT, paths.tolist(),
+                [(directory, _directory_state(directory)) for directory in directories])
+
+
+def _directory_state(directory: str) -> tuple[int, int]:
+  try:
+    stat = os.stat(directory)
+    return stat.st_ino, stat.st_mtime_ns
+  except OSError:
+    return -1, -1
+
+
+def _file_state(path: str) -> tuple[int, int]:
+  try:
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
+  except OSError:
+    return -1, -1
+
+
+def _read_record(record: str) -> dict[int, tuple[tuple[int, int], str]] | None:
+  """{index: ((size, mtime_ns), reason)} of the broken files; None when there is no record."""
+  if not os.path.exists(record):
+    return None
+  broken = {}
+  with open(record) as f:
+    for line in f:
+      if line.strip():
+        # index, size, mtime, path, reason: the path may hold tabs, the reason never does.
+        index, size, mtime, _ = line.split("\t", 3)
+        broken[int(index)] = ((int(size), int(mtime)), line.rstrip("\n").rsplit("\t", 1)[1])
+  return broken
+
+
+def _write_record(record: str, paths: np.ndarray, broken: dict) -> None:
+  """Written whole, then renamed: an interrupted run leaves no half record."""
+  os.makedirs(os.path.dirname(record), exist_ok=True)
+  with open(record + ".tmp", "w") as f:
+    for index, ((size, mtime), reason) in sorted(broken.items()):
+      f.write(f"{index}\t{size}\t{mtime}\t{paths[index]}\t{reason}\n")
+  os.replace(record + ".tmp", record)
+
+
+def _recheck_changed(paths: np.ndarray, broken: dict) -> bool:
+  """Decodes again the broken files changed in place since their check; True if any were."""
+  changed = False
+  for index, (state, _) in list(broken.items()):
+    now = _file_state(paths[index])
+    if now != state:
+      changed = True
+      reason = _decode_error(paths[index])
+      if reason is None:
+        del broken[index]
+      else:
+        broken[index] = (now, reason)
+  return changed
 
 
 def _find_broken(paths: np.ndarray) -> dict[int, str]:
@@ -132,17 +203,21 @@ def _find_broken(paths: np.ndarray) -> dict[int, str]:
   good = np.zeros(len(paths), dtype=bool)
   for indices in dataset.as_numpy_iterator():
     good[indices] = True
-  return {int(index): _decode_error(paths[index]) for index in np.flatnonzero(~good)}
+  # A file that failed here but decodes when tried again alone had a read error: still out.
+  return {int(index): _decode_error(paths[index]) or "failed to read once"
+          for index in np.flatnonzero(~good)}
 
 
-def _decode_error(path: str) -> str:
-  """Why `path` does not decode, in one line (decoded again eagerly, for the message)."""
+def _decode_error(path: str) -> str | None:
+  """Why `path` does not decode, in one line; None when it decodes (tried eagerly)."""
   try:
-    augment.decode_image(tf.io.read_file(path))
+    image = augment.decode_image(tf.io.read_file(path))
   except (tf.errors.OpError, ValueError) as error:
-    message = getattr(error, "message", str(error))
-    return " ".join(message.split("\n")[0].split())[:200]
-  return "failed to decode"
+    message = getattr(error, "message", str(error)).split("\n")[0]
+    # Eager op errors wrap the reason: "{{function_node ...}} reason [Op:DecodeImage] name:".
+    message = re.sub(r"\{\{.*?\}\}|\[Op:.*$", "", message)
+    return " ".join(message.split())[:200] or "failed to decode"
+  return None if int(tf.size(image)) > 0 else "empty image"
 
 
 def write_skipped(directory: str, skipped: list[str]) -> str:

@@ -49,6 +49,9 @@ class Source:
   class_names: tuple[str, ...]
   # Files left out because they did not decode, as "split<TAB>path<TAB>reason".
   skipped_files: tuple[str, ...] = ()
+  # A labelled split apart from the test split (ImageNet-LT validation, Places-LT val):
+  # periodic evaluation and model selection use it, so the test split is seen once.
+  val: Split | None = None
 
   @property
   def num_classes(self) -> int:

@@ -24,12 +24,13 @@ from cbd_tf.data.source_types import Source, Split, check_labels
 # Fixed so every run, whatever its --seed, trains on the same long-tailed subset.
 CIFAR_SUBSET_SEED = 20210411
 
-# dataset name -> (TFDS builder, training split, labelled evaluation split)
+# dataset name -> (TFDS builder, training split, test split, validation split or None)
 STREAMED_BUILDERS = {
-    "imagenet_lt": ("imagenet_lt", "train", "test"),
-    "inaturalist2017": ("i_naturalist2017", "train", "validation"),
-    # The iNaturalist 2018 test split has no labels; papers report on validation.
-    "inaturalist2018": ("i_naturalist2018", "train", "validation"),
+    # ImageNet-LT: validation (20,000) for periodic evaluation, test (50,000) once at the end.
+    "imagenet_lt": ("imagenet_lt", "train", "test", "validation"),
+    # iNaturalist test splits have no labels: validation is the test, as in the CBD paper.
+    "inaturalist2017": ("i_naturalist2017", "train", "validation", None),
+    "inaturalist2018": ("i_naturalist2018", "train", "validation", None),
 }
 
 
@@ -52,7 +53,8 @@ def load_builder(name: str, data: config_lib.DataConfig, prepare: bool = True):
 
 def load_streamed(dataset: str, data: config_lib.DataConfig) -> Source:
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  builder_name, train_split, eval_split = STREAMED_BUILDERS[dataset]
+  builder_name, train_split, test_split, val_split = STREAMED_BUILDERS[dataset]
+  splits = [split for split in (train_split, test_split, val_split) if split]
   # Not prepared yet: a cached export needs only the class names, which come with the code.
   builder = load_builder(builder_name, data, prepare=False)
   label_feature = builder.info.features["label"]
@@ -60,7 +62,7 @@ def load_streamed(dataset: str, data: config_lib.DataConfig) -> Source:
       split: os.path.join(source_cache.cache_dir(data), f"export_{dataset}_{split}_" +
                           source_cache.key_of(builder.name, str(builder.version),
                                               os.path.abspath(data.data_dir or "~"), split))
-      for split in (train_split, eval_split)}
+      for split in splits}
   if not all(source_cache.is_exported(d) for d in directories.values()):
     builder = load_builder(builder_name, data)
 
@@ -72,7 +74,8 @@ def load_streamed(dataset: str, data: config_lib.DataConfig) -> Source:
     return source_cache.export_encoded(records, directories[split], label_feature.num_classes,
                                        f"TFDS {builder_name} {split}")
 
-  return Source(name=dataset, train=export(train_split), test=export(eval_split),
+  return Source(name=dataset, train=export(train_split), test=export(test_split),
+                val=export(val_split) if val_split else None,
                 class_names=tuple(label_feature.names))
 
 
@@ -107,7 +110,8 @@ def _decoded(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
 def load_tfrecord(data: config_lib.DataConfig) -> Source:
   """TFRecord files of tf.train.Example with encoded image bytes and an int64 label.
 
-  --tfrecord_train / --tfrecord_test are comma-separated glob patterns; feature names
+  --tfrecord_train / --tfrecord_test (and optionally --tfrecord_val) are comma-separated
+  glob patterns; feature names
   are --tfrecord_image_key and --tfrecord_label_key. Streamed and exported like TFDS.
   """
   num_classes = data.num_classes
@@ -132,10 +136,13 @@ def load_tfrecord(data: config_lib.DataConfig) -> Source:
 
   train = export(data.tfrecord_train, "train")
   test = export(data.tfrecord_test, "test")
+  val = export(data.tfrecord_val, "val") if data.tfrecord_val else None
   num_classes = num_classes or int(train.labels.max()) + 1
   check_labels(train.labels, num_classes, f"TFRecord train files {data.tfrecord_train}")
   check_labels(test.labels, num_classes, f"TFRecord test files {data.tfrecord_test}")
-  return Source(name="tfrecord", train=train, test=test,
+  if val is not None:
+    check_labels(val.labels, num_classes, f"TFRecord val files {data.tfrecord_val}")
+  return Source(name="tfrecord", train=train, test=test, val=val,
                 class_names=tuple(str(label) for label in range(num_classes)))
 
 

@@ -92,7 +92,7 @@ class Classifier(keras.Model):
   def compile(self, optimizer="sgd", loss=None, weight_decay: float = 0.0, metrics=None,
               **kwargs):
     """`loss(labels, logits)` -> batch mean (default cross-entropy); `weight_decay` is the L2
-    coefficient of the explicit term wd * 0.5 * sum(w^2)."""
+    coefficient of the official term wd * 0.5 * tf.nn.l2_loss(w) = 0.25 * wd * sum(w^2)."""
     self.loss_fn = loss or losses.cross_entropy_loss
     self.weight_decay = weight_decay
     super().compile(optimizer=optimizer, **kwargs)

@@ -30,7 +30,7 @@ class CosineClassifier(keras.layers.Layer):
   def build(self, input_shape):
     self.kernel = self.add_weight(
         name="kernel", shape=(input_shape[-1], self.num_classes),
-        initializer=keras.initializers.RandomNormal(stddev=0.01))
+        initializer="glorot_uniform")  # as the official CosineLayer
     if self.class_scales:
       self.class_scale = self.add_weight(name="class_scale", shape=(self.num_classes,),
                                          initializer="ones")

@@ -3,7 +3,8 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from cbd_tf.data import sampling
+from cbd_tf import config as config_lib
+from cbd_tf.data import sampling, stream_sampling
 
 # Long-tailed labels: 7 classes, 300 down to 2 examples.
 COUNTS = np.array([300, 120, 50, 20, 8, 4, 2])
@@ -59,13 +60,6 @@ def test_examples_uniform_within_class(policy, method):
     picked = indices[np.isin(indices, members)]
     observed = np.bincount(picked - members[0], minlength=len(members))
     assert stats.chisquare(observed).pvalue > MIN_P_VALUE
-
-
-def test_instance_sampling_visits_every_example_once_per_pass():
-  indices = draw("instance", count=3 * len(LABELS))
-  for one_pass in np.split(indices, 3):
-    np.testing.assert_array_equal(np.sort(one_pass), np.arange(len(LABELS)))
-  assert not np.array_equal(indices[:len(LABELS)], indices[len(LABELS):2 * len(LABELS)])
 
 
 def test_per_class_draws_each_class_without_replacement_within_a_pass():
@@ -167,3 +161,54 @@ def test_sample_stream_auto_picks_by_records_read():
   resample = sampling.sample_stream(encoded_examples(LABELS), COUNTS, method="resample", seed=2)
   first, second = (next(iter(s.take(500).batch(500)))[0].numpy() for s in (auto, resample))
   np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize("method", sampling.METHODS)
+def test_sample_examples_pairs_indices_with_per_position_seeds(method):
+  labels, counts = labels_for(method)
+  count = DRAWS.get(method, DRAWS["index"])
+  dataset = sampling.sample_examples(labels, "class_balanced", seed=4, method=method)
+  assert dataset.element_spec == (tf.TensorSpec([], tf.int64), tf.TensorSpec([2], tf.int64))
+  indices, seeds = (part.numpy() for part in next(iter(dataset.take(count).batch(count))))
+  assert_matches_target(labels[indices], counts, "class_balanced")
+  # One seed per position, the same whichever method draws the indices.
+  np.testing.assert_array_equal(seeds[:, 1], np.arange(count))
+  assert len(np.unique(seeds[:, 0])) == 1
+  if method != "index":
+    np.testing.assert_array_equal(indices, draw("class_balanced", seed=4, count=count,
+                                                labels=labels, method=method))
+
+
+@pytest.mark.parametrize("ratio_value", [2.5, 0.4])
+def test_resample_copies_each_record_floor_r_plus_bernoulli_times(ratio_value):
+  """The reference (input_pipeline.py): oversample_classes gives floor(r) + [u <= max(r, 1)
+  - floor(r)] copies, then undersampling_filter keeps each with [u <= min(r, 1)]."""
+  records = tf.data.Dataset.from_tensor_slices(
+      (tf.range(2000, dtype=tf.int64), tf.zeros([2000], tf.int64)))
+
+  def ratio(label):
+    return tf.fill(tf.shape(label), tf.constant(ratio_value, tf.float64))
+  out = [int(index) for index, _ in stream_sampling.resample(records, 3, ratio)]
+  copies = np.bincount(out, minlength=2000)
+  whole = int(np.floor(ratio_value)) if ratio_value >= 1 else 0
+  assert set(np.unique(copies)) <= {whole, whole + 1}
+  extra_probability = ratio_value - whole
+  test = stats.binomtest(int(np.sum(copies == whole + 1)), 2000, extra_probability)
+  assert test.pvalue > MIN_P_VALUE
+
+
+@pytest.mark.parametrize("method", ["index", "resample", "rejection"])
+def test_training_split_in_a_fresh_shuffled_order_each_pass(method):
+  # instance policy: the stream methods pass the shuffled split through unchanged.
+  indices = draw("instance", count=3 * len(LABELS), method=method)
+  passes = np.split(indices, 3)
+  for one_pass in passes:
+    np.testing.assert_array_equal(np.sort(one_pass), np.arange(len(LABELS)))
+  assert not np.array_equal(passes[0], passes[1])
+
+
+def test_config_rejects_unknown_sampling_method():
+  bad = config_lib.Config(workdir="/tmp/x").replace(data={"sampling_method": "oversample"})
+  with pytest.raises(ValueError, match="unknown sampling_method 'oversample'; valid: auto, "
+                     "index, per_class, rejection, resample"):
+    bad.validate()

@@ -122,6 +122,20 @@ def test_image_folder_without_test_evaluates_on_val(tmp_path):
   root = write_image_folder(tmp_path / "images", test=False)
   source = sources.load_source(data_config(tmp_path, dataset="image_folder", data_dir=root))
   assert all("/val/" in p for p in source.test.paths) and source.num_skipped == 0
+  assert source.val is None
+
+
+def test_image_folder_and_file_list_with_val_and_test_keep_both(tmp_path):
+  root = write_image_folder(tmp_path / "images")
+  source = sources.load_source(data_config(tmp_path, dataset="image_folder", data_dir=root))
+  assert all("/test/" in p for p in source.test.paths)
+  assert len(source.val) == 6 and all("/val/" in p for p in source.val.paths)
+  lists = write_file_lists(tmp_path / "data")
+  write_file(os.path.join(lists, "lists", "val.txt"), b"test/0_0.jpg 0\ntest/2_1.jpg 2\n")
+  listed = sources.load_source(data_config(tmp_path, dataset="file_list", data_dir=lists,
+                                           train_list="lists/train.txt",
+                                           test_list="lists/test.txt", val_list="lists/val.txt"))
+  assert len(listed.test) == 6 and list(listed.val.labels) == [0, 2]
 
 
 @pytest.mark.parametrize("setup, message", [

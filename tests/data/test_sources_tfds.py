@@ -69,13 +69,16 @@ def test_streamed_tfds_source_counts_come_from_labels_read(tmp_path, dataset, nu
   assert source.train_counts[0] == 4 and source.train_counts[1] == 2
   assert source.train_counts.sum() == num_classes + 4 and source.train.is_encoded
   assert list(source.test.labels) == [0, 5, 5]
+  # ImageNet-LT keeps its validation split apart; iNaturalist's validation is its test.
+  assert (source.val is not None) == (dataset == "imagenet_lt")
   # The second load reads the exported labels, not TFDS (no mock active here).
   again = sources.load_source(data)
   np.testing.assert_array_equal(again.train_counts, source.train_counts)
 
 
-def test_inaturalist2018_evaluates_on_validation():
-  assert tfds_sources.STREAMED_BUILDERS["inaturalist2018"][2] == "validation"
+def test_evaluation_splits_follow_the_official_protocol():
+  assert tfds_sources.STREAMED_BUILDERS["inaturalist2018"][2:] == ("validation", None)
+  assert tfds_sources.STREAMED_BUILDERS["imagenet_lt"][2:] == ("test", "validation")
 
 
 def test_tfds_label_outside_classes_is_an_error(tmp_path):

@@ -79,16 +79,41 @@ def test_user_folder_with_broken_files_trains_and_evaluates_from_the_command_lin
       "--dataset=image_folder", f"--data_dir={root}", "--teacher_specs=vanilla:1",
       "--steps_per_epoch=1", "--batch_size=8", "--randaugment", "--eval_every_epochs=0")
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "skipped 3 unreadable image files (2 train, 1 test)" in result.stderr
+  assert "skipped 3 unreadable image files (2 train, 1 test, 0 val)" in result.stderr
   with open(os.path.join(workdir, "data_cache", "skipped_files.txt")) as f:
     assert len(f.read().splitlines()) == 3
   for run in ("teachers/vanilla_1", "student"):
     with open(os.path.join(workdir, run, "metrics.json")) as f:
       metrics = json.load(f)
     assert metrics["skipped_images"] == 3 and metrics["num_test"] == 6
+    assert metrics["val"]["num_val"] == 6 and len(metrics["val"]["per_class"]) == 3
     with open(os.path.join(workdir, run, "classes.json")) as f:
       assert json.load(f) == {"class_names": ["cat", "dog", "eel"], "train_counts": [7, 4, 2]}
   # What `python -m cbd_tf.evaluate` runs, in process: reloads the data from the cache.
   from cbd_tf import evaluate  # pylint: disable=import-outside-toplevel
   evaluated = evaluate.evaluate_run(os.path.join(workdir, "student"))
   assert evaluated["num_test"] == 6 and evaluated["skipped_images"] == 3
+
+
+def test_periodic_evaluation_uses_validation_split_and_test_is_evaluated_once(tmp_path,
+                                                                              monkeypatch):
+  from cbd_tf.data import pipeline  # pylint: disable=import-outside-toplevel
+  root = test_sources.write_image_folder(tmp_path / "images", per_class=(7, 4, 2))
+  # One more test image, so the two evaluation splits differ in size (val 6, test 7).
+  test_sources.write_file(os.path.join(root, "test", "cat", "extra.png"),
+                          test_sources.image_bytes("png"))
+  evaluated_sizes = []
+  build_eval_dataset = pipeline.build_eval_dataset
+  monkeypatch.setattr(pipeline, "build_eval_dataset", lambda split, data: (
+      evaluated_sizes.append(len(split)), build_eval_dataset(split, data))[1])
+  config = smoke_config(tmp_path, dataset="image_folder", data_dir=root).replace(
+      stage="teacher", output={"eval_every_epochs": 1})
+  result = stages.run(config)
+  # The periodic evaluation's dataset (val), then the final test and val evaluations.
+  assert evaluated_sizes == [6, 7, 6]
+  assert result["num_test"] == 7 and result["val"]["num_val"] == 6
+  with open(os.path.join(config.workdir, "environment.json")) as f:
+    environment = json.load(f)
+  assert environment["num_examples"] == {"train": 13, "test": 7, "val": 6}
+  assert set(environment["labels_sha256"]) == {"train", "test", "val"}
+  assert environment["global_batch_size"] == 8 and environment["replicas"] == 1

@@ -40,3 +40,30 @@ def test_bench_train_step_tiny_prints_ratios():
                    "teacher_features, K=1", "stage two, K=1"]
   assert float(rows[-1].split("|")[5].split()[0].strip("*")) > 0
   assert "worst CPU ratio" in result.stdout
+
+
+def test_bench_prepare_tiny_prints_the_one_time_work():
+  result = run_tool("bench_prepare.py", "--tiny")
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = {row.split("|")[1].strip(): row.split("|")[2:6] for row in table_rows(result.stdout)}
+  assert list(rows) == ["image check, first run (JPEG 250-500 px)",
+                        "image check, first run (8x8 PNG)", "image check, cache hit (8x8 PNG)",
+                        "one os.stat per file, for comparison",
+                        "export to cache (TFRecord of JPEGs)"]
+  seconds = {name: float(cells[1]) for name, cells in rows.items()}
+  assert all(float(cells[2]) > 0 for cells in rows.values())  # images/s
+  # The hit reads a record instead of decoding 2,000 files.
+  assert seconds["image check, cache hit (8x8 PNG)"] < seconds["image check, first run (8x8 PNG)"]
+
+
+def test_bench_input_tiny_prints_a_ratio_per_pipeline():
+  result = helpers.run_module("tools.bench_input", "--tiny")  # as documented: python -m
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [line for line in result.stdout.splitlines()
+          if line.startswith("| ") and not line.startswith("| pipeline")]
+  assert [row.split("|")[1].strip() for row in rows] == [
+      "train", "eval", "train + jitter", "train + RandAugment", "train end to end",
+      "eval end to end"]
+  for row in rows:
+    reference, ours, ratio = (cell.strip() for cell in row.split("|")[4:7])
+    assert float(reference) > 0 and float(ours) > 0 and float(ratio.rstrip("x")) > 0
