@@ -151,6 +151,7 @@ def train_stage(config: config_lib.Config, source: sources.Source,
     run_dir.write_json(os.path.join(config.workdir, run_dir.ENVIRONMENT),
                        environment.describe(config, source, strategy))
 
+  dropped = None
   if config.stage not in config_lib.DECOUPLED_STAGES or config.stage in decoupled.TRAINED_STAGES:
     progress, progress_callbacks = None, []
     if config.sampling == "progressive":
@@ -160,11 +161,15 @@ def train_stage(config: config_lib.Config, source: sources.Source,
       progress = tf.Variable(start_step / total_steps, trainable=False, dtype=tf.float32)
       progress_callbacks = [callbacks.SamplingProgress(progress, total_steps)]
 
+    # Image files that broke after the check are skipped; counted on the host, per process.
+    with tf.device("/cpu:0"):
+      dropped = tf.Variable(0, dtype=tf.int64, trainable=False)
+
     def build_dataset(step):
       return strategy.distribute_datasets_from_function(
           lambda context: pipeline.build_train_dataset(
               source.train, config.data, config.sampling, config.seed, source.num_classes,
-              context, start_step=step, progress=progress))
+              context, start_step=step, progress=progress, drop_counter=dropped))
     logging.info("training %s in %s: %d epochs x %d steps from step %d, %s sampling",
                  config.stage, config.workdir, config.optimizer.epochs, steps_per_epoch,
                  start_step, config.sampling)
@@ -181,7 +186,9 @@ def train_stage(config: config_lib.Config, source: sources.Source,
     export.export_saved_model(classifier, config.output.export_dir, source.class_names,
                               source.train_counts, config, config.output.top_k)
     logging.info("exported a SavedModel to %s", config.output.export_dir)
-  result = evaluate_and_save(classifier, config, source, write=chief)
+  result = evaluate_and_save(
+      classifier, config, source, write=chief,
+      dropped_train_examples=None if dropped is None else int(dropped.numpy()))
   distribute.barrier(strategy)
   if not chief:
     shutil.rmtree(save_dir, ignore_errors=True)
@@ -189,9 +196,12 @@ def train_stage(config: config_lib.Config, source: sources.Source,
 
 
 def evaluate_and_save(model, config: config_lib.Config, source: sources.Source,
-                      write: bool = True) -> dict:
+                      write: bool = True, dropped_train_examples: int | None = None) -> dict:
   """Test-split metrics of `model` (and, under "val", those of the validation split where
-  the data set has one), printed and written to the run's metrics.json."""
+  the data set has one), printed and written to the run's metrics.json.
+
+  `dropped_train_examples`: image files training skipped because they no longer read or
+  decoded (since this process started: a resumed run counts from the resume)."""
   # Post-hoc logit adjustment (--posthoc_tau) lives in the config, so reloads repeat it.
   adjusted = long_tail_losses.posthoc_adjusted(model, source.train_counts,
                                                config.long_tail.posthoc_tau)
@@ -204,6 +214,11 @@ def evaluate_and_save(model, config: config_lib.Config, source: sources.Source,
     result["val"] = val
   # Image files left out because they did not decode (listed in skipped_files.txt).
   result["skipped_images"] = source.num_skipped
+  if dropped_train_examples is not None:
+    result["dropped_train_examples"] = dropped_train_examples
+    if dropped_train_examples:
+      logging.warning("training skipped %d examples whose image files failed to read",
+                      dropped_train_examples)
   if source.num_skipped:
     logging.warning("%d unreadable image files were skipped", source.num_skipped)
   if not write:

@@ -289,3 +289,10 @@ def test_error_in_augmentation_is_raised_not_swallowed(tmp_path, monkeypatch):
   worker.start()
   worker.join(timeout=120)
   assert outcome and "augmentation bug" in outcome[0], outcome or "hung: error swallowed"
+
+
+def test_error_in_eval_preprocessing_is_raised_not_swallowed(tmp_path, monkeypatch):
+  split = write_jpeg_split(tmp_path, count=3)
+  monkeypatch.setattr(augment, "preprocess_eval", broken_after(augment.preprocess_eval))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="augmentation bug"):
+    list(pipeline.build_eval_dataset(split, DATA))

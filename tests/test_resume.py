@@ -74,7 +74,9 @@ def test_killed_pipeline_resumes_to_identical_weights(uninterrupted, tmp_path):
 
   teacher_resumed = resumed_from(logs[1])[0]
   student_resumed = resumed_from(logs[2])[0]
-  assert 8 <= teacher_resumed < STEPS and 9 <= student_resumed < STEPS
+  # A checkpoint's .index file can appear before the checkpoint is registered; a kill
+  # then resumes from the previous complete checkpoint, which is right (loaded CI saw it).
+  assert 7 <= teacher_resumed < STEPS and 8 <= student_resumed < STEPS
   assert teacher_resumed % 6 or student_resumed % 6, "neither kill landed mid-epoch"
   for run in ("teachers/vanilla_1", "student"):
     for resumed, expected in zip(weights(os.path.join(workdir, run)),

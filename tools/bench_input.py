@@ -205,11 +205,20 @@ def benchmarks(paths: list[str], data: config_lib.DataConfig, e2e_images: int):
   size, short_side = data.image_size, round(data.image_size / data.eval_crop_fraction)
   labels = np.arange(len(paths)) % 10
   split = source_types.Split.from_files(paths, labels)
-  path_constant = tf.constant(paths)
+  path_constant, label_constant = tf.constant(paths), tf.constant(labels)
   count = len(paths)
 
   def read(index):
     return tf.io.read_file(tf.gather(path_constant, index))
+
+  def official_train_example(index, seed, jitter=False):
+    # The official train_preprocess returns the image and the example's label.
+    return (official_train(read(index % count), seed, size, jitter),
+            tf.gather(label_constant, index % count))
+
+  def official_eval_example(index):
+    return (official_eval(read(index % count), size, short_side),
+            tf.gather(label_constant, index % count))
 
   per_core_batch = min(16, count)
   per_core_batches = PER_CORE_PASSES * count // per_core_batch
@@ -221,7 +230,7 @@ def benchmarks(paths: list[str], data: config_lib.DataConfig, e2e_images: int):
     """One thread each: the official ops (or cbd_tf with `reference_config`) against cbd_tf."""
     if reference_config is None:
       reference = examples().map(
-          lambda index, seed: official_train(read(index), seed, size, reference_jitter))
+          lambda index, seed: official_train_example(index, seed, reference_jitter))
       reference = reference.batch(per_core_batch)
     else:
       reference = pipeline.train_batches(examples(), split, reference_config, per_core_batch,
@@ -234,8 +243,7 @@ def benchmarks(paths: list[str], data: config_lib.DataConfig, e2e_images: int):
   def eval_pair():
     copies = PER_CORE_PASSES + 1  # the untimed batch and PER_CORE_PASSES passes
     long_split = source_types.Split.from_files(paths * copies, np.tile(labels, copies))
-    reference = tf.data.Dataset.from_tensor_slices(paths * copies).map(
-        lambda path: official_eval(tf.io.read_file(path), size, short_side))
+    reference = tf.data.Dataset.range(copies * count).map(official_eval_example)
     eval_data = config_lib.DataConfig(**{**data.__dict__, "eval_batch_size": per_core_batch})
     ours = pipeline.eval_batches(long_split, eval_data, num_parallel_calls=None)
     return interleaved_rates(one_thread(reference.batch(per_core_batch)), one_thread(ours),
@@ -252,7 +260,7 @@ def benchmarks(paths: list[str], data: config_lib.DataConfig, e2e_images: int):
   def reference_train_end_to_end():
     files = tf.data.Dataset.range(count).shuffle(count, seed=0).repeat()
     dataset = tf.data.Dataset.zip(files, tf.data.Dataset.random(seed=1).batch(2)).map(
-        lambda index, seed: official_train(read(index), seed, size), tf.data.AUTOTUNE)
+        official_train_example, tf.data.AUTOTUNE)
     dataset = dataset.batch(data.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     return rate_per_batch(dataset, num_batches, data.batch_size)
 
@@ -261,9 +269,9 @@ def benchmarks(paths: list[str], data: config_lib.DataConfig, e2e_images: int):
 
   def reference_eval_end_to_end():
     def build():
-      return tf.data.Dataset.from_tensor_slices(e2e_split.paths.astype(str)).map(
-          lambda path: official_eval(tf.io.read_file(path), size, short_side),
-          tf.data.AUTOTUNE).batch(data.eval_batch_size).prefetch(tf.data.AUTOTUNE)
+      return tf.data.Dataset.range(len(e2e_split)).map(
+          official_eval_example, tf.data.AUTOTUNE).batch(data.eval_batch_size).prefetch(
+              tf.data.AUTOTUNE)
     return rate_whole_pass(build, len(e2e_split))
 
   jitter = config_lib.DataConfig(**{**data.__dict__, "augmentation": "jitter"})

@@ -52,76 +52,73 @@ def train_batches(examples: tf.data.Dataset, split: sources.Split, data: config_
                   drop_counter: tf.Variable | None = None) -> tf.data.Dataset:
   """(index, example_seed) elements -> batches of (images, labels), remainder dropped.
 
-  One map per example reads the image and makes the official crop: decode (a JPEG only
-  inside the crop window), resize, flip. For image files, ignore_errors follows that map
-  and nothing else: a file broken since sources.load_source checked it is skipped, logged
-  and counted in `drop_counter`. RandAugment and colour jitter run in a later map, so an
-  error there stops the run instead of silently emptying the stream. Each seed travels
-  with its example, so a skipped file does not shift the seeds of the others. (Every
-  per-example map costs a function call per image; the bookkeeping runs per batch.)
+  Image files: one map reads the file and decodes its crop window (a JPEG only inside
+  the window), ignore_errors follows it and nothing else: a file broken since
+  sources.load_source checked it is skipped, logged and counted in `drop_counter`. A
+  second map resizes, flips and augments, so an error there stops the run instead of
+  silently emptying the stream; tf.data fuses it with the batching, as in a plain
+  official pipeline. Each seed travels with its example, so a skipped file does not
+  shift the seeds of the others. In-memory splits cannot fail to read: one map.
   """
   labels = tf.constant(split.labels, tf.int64)
-  if split.is_encoded:
-    paths = tf.constant(split.paths.astype(str))
 
-    def cropped(index, crop_seed):
-      contents = tf.io.read_file(tf.gather(paths, index))
-      return augment.decode_and_crop(contents, crop_seed, data)
-  else:
+  def finish(cropped, seeds, index):
+    image = augment.resize_and_flip(cropped, seeds.flip, data)
+    return augment.augment_image(image, seeds.rest, data), tf.gather(labels, index)
+
+  if not split.is_encoded:
     images = tf.constant(split.images)
 
-    def cropped(index, crop_seed):
-      return augment.crop(tf.gather(images, index), crop_seed, data)
+    def load(index, example_seed):
+      seeds = augment.train_seeds(example_seed)
+      return finish(augment.crop(tf.gather(images, index), seeds.crop, data), seeds, index)
+    dataset = examples.map(load, num_parallel_calls=num_parallel_calls)
+    return dataset.batch(batch_size, drop_remainder=True)
 
-  augmenting = augment.has_augmentation(data)
-  counting = split.is_encoded and drop_counter is not None
+  paths = tf.constant(split.paths.astype(str))
+  counting = drop_counter is not None
 
-  def load(index, example_seed, *position):
+  def read_and_crop(index, example_seed, *position):
     seeds = augment.train_seeds(example_seed)
-    image = augment.resize_and_flip(cropped(index, seeds.crop), seeds.flip, data)
-    return (*position, image, tf.gather(labels, index)) + ((seeds.rest,) if augmenting else ())
+    contents = tf.io.read_file(tf.gather(paths, index))
+    return (*position, augment.decode_and_crop(contents, seeds.crop, data), seeds, index)
 
-  def augment_example(*example):
-    *kept, image, label, rest_seed = example
-    return (*kept, augment.augment_image(image, rest_seed, data), label)
+  def finish_example(*example):
+    *position, cropped, seeds, index = example
+    return (*position, *finish(cropped, augment.TrainSeeds(*seeds), index))
 
   if counting:
-    dataset = examples.enumerate().map(lambda position, example: load(*example, position),
-                                       num_parallel_calls=num_parallel_calls)
+    crops = examples.enumerate().map(lambda position, example: read_and_crop(*example, position),
+                                     num_parallel_calls=num_parallel_calls)
   else:
-    dataset = examples.map(load, num_parallel_calls=num_parallel_calls)
-  if split.is_encoded:
-    dataset = dataset.ignore_errors(log_warning=True)
-  if augmenting:
-    dataset = dataset.map(augment_example, num_parallel_calls=num_parallel_calls)
+    crops = examples.map(read_and_crop, num_parallel_calls=num_parallel_calls)
+  dataset = crops.ignore_errors(log_warning=True).map(finish_example,
+                                                       num_parallel_calls=num_parallel_calls)
   dataset = dataset.batch(batch_size, drop_remainder=True)
   return _count_dropped(dataset, drop_counter) if counting else dataset
 
 
 def eval_batches(split: sources.Split, data: config_lib.DataConfig,
                  num_parallel_calls: int | None = tf.data.AUTOTUNE) -> tf.data.Dataset:
-  """`split` in order, as batches of (images, labels); unreadable files are skipped.
-
-  Evaluation has no augmentation: its resize and crop share the decode's map (one map
-  per example, as above), and a bug there would empty the evaluation, which fails loudly.
-  """
+  """`split` in order, as batches of (images, labels). Image files: read and decode in
+  one map under ignore_errors (an unreadable file is skipped and logged), then resize and
+  crop in a second map, fused with the batching, whose errors are raised."""
   labels = tf.constant(split.labels, tf.int64)
+
+  def preprocess(image, index):
+    return augment.preprocess_eval(image, data), tf.gather(labels, index)
+
+  indices = tf.data.Dataset.range(len(split))
   if split.is_encoded:
     paths = tf.constant(split.paths.astype(str))
-
-    def image_at(index):
-      return augment.decode_image(tf.io.read_file(tf.gather(paths, index)))
+    images = indices.map(
+        lambda index: (augment.decode_image(tf.io.read_file(tf.gather(paths, index))), index),
+        num_parallel_calls=num_parallel_calls).ignore_errors(log_warning=True)
+    dataset = images.map(preprocess, num_parallel_calls=num_parallel_calls)
   else:
-    images = tf.constant(split.images)
-
-    def image_at(index):
-      return tf.gather(images, index)
-
-  dataset = tf.data.Dataset.range(len(split)).map(
-      lambda index: (augment.preprocess_eval(image_at(index), data), tf.gather(labels, index)),
-      num_parallel_calls=num_parallel_calls)
-  if split.is_encoded:
-    dataset = dataset.ignore_errors(log_warning=True)
+    in_memory = tf.constant(split.images)
+    dataset = indices.map(lambda index: preprocess(tf.gather(in_memory, index), index),
+                          num_parallel_calls=num_parallel_calls)
   return dataset.batch(data.eval_batch_size)
 
 

@@ -117,3 +117,17 @@ def test_periodic_evaluation_uses_validation_split_and_test_is_evaluated_once(tm
   assert environment["num_examples"] == {"train": 13, "test": 7, "val": 6}
   assert set(environment["labels_sha256"]) == {"train", "test", "val"}
   assert environment["global_batch_size"] == 8 and environment["replicas"] == 1
+
+
+def test_file_broken_after_the_check_is_dropped_and_counted(tmp_path):
+  root = test_sources.write_image_folder(tmp_path / "images", per_class=(7, 4, 2))
+  config = smoke_config(tmp_path, dataset="image_folder", data_dir=root).replace(
+      stage="teacher", optimizer={"steps_per_epoch": 2})
+  source = stages.validate_run(config)
+  # Broken after sources checked it: instance sampling draws every one of the 13 training
+  # files within the 16 examples of two steps, so it is read (and dropped) at least once.
+  test_sources.write_file(source.train.paths[0], b"no longer an image")
+  result = stages.run(config, source)
+  assert result["dropped_train_examples"] >= 1 and result["skipped_images"] == 0
+  with open(os.path.join(config.workdir, "metrics.json")) as f:
+    assert json.load(f)["dropped_train_examples"] == result["dropped_train_examples"]
