@@ -52,7 +52,8 @@ def _teacher(*extra: str) -> Run:
 def _decoupled(stage: str, *extra: str) -> Run:
   return Run(lambda seed_dir, seed, options: [
       f"--stage={stage}", f"--seed={seed}", f"--backbone_from={os.path.join(seed_dir, 'ce')}",
-      f"--epochs={options['decoupled_epochs']}", *extra], needs=("ce",))
+      # Passes over the data, whatever steps per epoch the flagfile sets.
+      f"--epochs={options['decoupled_epochs']}", "--steps_per_epoch=0", *extra], needs=("ce",))
 
 
 def _student(*teachers: str) -> Run:
