@@ -137,19 +137,21 @@ def _files_key(paths: np.ndarray) -> str:
 
 
 def _directory_state(directory: str) -> tuple[int, int]:
-  try:
-    stat = os.stat(directory)
-    return stat.st_ino, stat.st_mtime_ns
-  except OSError:
-    return -1, -1
+  """(inode, mtime): a file added, removed or renamed in the folder changes it."""
+  return _stat(directory, "st_ino")
 
 
 def _file_state(path: str) -> tuple[int, int]:
+  return _stat(path, "st_size")
+
+
+def _stat(path: str, first_field: str) -> tuple[int, int]:
+  """(stat.<first_field>, mtime in ns), or (-1, -1) for a path that cannot be read."""
   try:
     stat = os.stat(path)
-    return stat.st_size, stat.st_mtime_ns
   except OSError:
     return -1, -1
+  return getattr(stat, first_field), stat.st_mtime_ns
 
 
 def _read_record(record: str) -> dict[int, tuple[tuple[int, int], str]] | None:
