@@ -42,9 +42,9 @@ import tensorflow as tf
 from cbd_tf import config as config_lib
 from cbd_tf.data import pipeline, source_types
 
-# Each one-thread measurement reads the images this many times: on a shared machine a
-# single pass of 384 images is too short to average out the load of other processes.
-PER_CORE_PASSES = 2
+# Each one-thread measurement reads the images this many times (end to end: 12): on a
+# shared machine a pass of 384 images is too short to average out other processes' load.
+PER_CORE_PASSES = 4
 
 # The official training path reads JPEG only (extract_jpeg_shape, decode_and_crop_jpeg).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg")
@@ -314,7 +314,7 @@ def main(argv=None) -> int:
         parser.error(str(error))
     else:
       paths = generate_images(directory, args.num_images, min_side, max_side)
-    rows = benchmarks(paths, data, e2e_images=4 * len(paths))
+    rows = benchmarks(paths, data, e2e_images=12 * len(paths))
     rates = {name: ([], []) for name in rows}
     for _ in range(args.repeats):
       for name, (_, _, measure) in rows.items():

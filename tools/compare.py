@@ -10,10 +10,11 @@ Runs whose final weights exist are not retrained, so an interrupted comparison r
 Every run is an ordinary `python -m cbd_tf.train` command; the table is rewritten after
 each seed, so a partial comparison is still readable.
 
-tau-norm picks tau on a validation split, never the test split: for mnist_lt, the bundled
-MNIST images in neither the training nor the test split (verified by content). That pool
-has no images of class 0 (the head class uses all of them), so the sweep scores the mean
-per-class accuracy of classes 1-9. Other data sets need --tau.
+tau-norm picks tau on a validation split, never the test split: the data set's own
+(mnist_pairs_lt, ImageNet-LT, ...), or for mnist_lt the bundled MNIST images in neither
+the training nor the test split (verified by content). That pool has no images of class 0
+(the head class uses all of them), so the sweep scores the mean per-class accuracy of
+classes 1-9. Data sets without one need --tau.
 
 Writes workdir/compare.md, compare.json and compare.png.
 """
@@ -85,6 +86,7 @@ RUNS: dict[str, Run] = {
 # Method name in the table -> the run whose metrics it reports.
 METHODS = {
     "CE (instance sampling)": "ce",
+    "CE, second teacher (seed + 1000)": "ce_2",
     "class-balanced sampling": "cb_sampling",
     "cRT": "crt",
     "LWS": "lws",
@@ -134,11 +136,14 @@ def ensure_run(name: str, seed_dir: str, seed: int, options: dict) -> dict:
 
 
 def validation_split(config):
-  """mnist_lt: bundled images in neither the training nor the test split."""
+  """The data set's validation split; for mnist_lt, which has none, the bundled MNIST images
+  in neither its training nor its test split."""
   from cbd_tf.data import sources  # pylint: disable=import-outside-toplevel
-  if config.data.dataset != "mnist_lt":
-    raise ValueError(f"no validation split known for {config.data.dataset!r}; pass --tau")
   source = sources.load_source(config.data)
+  if source.val is not None:
+    return source.val, source.train_counts
+  if config.data.dataset != "mnist_lt":
+    raise ValueError(f"{config.data.dataset!r} has no validation split; pass --tau")
   digest = lambda image: hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
   used = {digest(image) for image in source.train.images} | {
       digest(image) for image in source.test.images}

@@ -52,50 +52,58 @@ def train_batches(examples: tf.data.Dataset, split: sources.Split, data: config_
                   drop_counter: tf.Variable | None = None) -> tf.data.Dataset:
   """(index, example_seed) elements -> batches of (images, labels), remainder dropped.
 
-  Image files: one map reads the file and decodes its crop window (a JPEG only inside
-  the window), ignore_errors follows it and nothing else: a file broken since
-  sources.load_source checked it is skipped, logged and counted in `drop_counter`. A
-  second map resizes, flips and augments, so an error there stops the run instead of
-  silently emptying the stream; tf.data fuses it with the batching, as in a plain
-  official pipeline. Each seed travels with its example, so a skipped file does not
-  shift the seeds of the others. In-memory splits cannot fail to read: one map.
+  Image files: one map reads the file, decodes its crop window (a JPEG only inside the
+  window), resizes and flips it, as the official pipeline's one map does; ignore_errors
+  follows it, so a file broken since sources.load_source checked it is skipped, logged and
+  counted in `drop_counter`. Resizing and flipping a decoded crop cannot fail; RandAugment
+  and colour jitter can, so they run in a second map after ignore_errors, where an error
+  stops the run instead of silently emptying the stream. Each seed travels with its
+  example, so a skipped file does not shift the seeds of the others.
   """
   labels = tf.constant(split.labels, tf.int64)
-
-  def finish(cropped, seeds, index):
-    image = augment.resize_and_flip(cropped, seeds.flip, data)
-    return augment.augment_image(image, seeds.rest, data), tf.gather(labels, index)
-
   if not split.is_encoded:
     images = tf.constant(split.images)
 
-    def load(index, example_seed):
+    def load(index, example_seed):  # cannot fail to read: one map
       seeds = augment.train_seeds(example_seed)
-      return finish(augment.crop(tf.gather(images, index), seeds.crop, data), seeds, index)
+      image = augment.crop(tf.gather(images, index), seeds.crop, data)
+      image = augment.resize_and_flip(image, seeds.flip, data)
+      return augment.augment_image(image, seeds.rest, data), tf.gather(labels, index)
     dataset = examples.map(load, num_parallel_calls=num_parallel_calls)
     return dataset.batch(batch_size, drop_remainder=True)
 
   paths = tf.constant(split.paths.astype(str))
   counting = drop_counter is not None
+  augmenting = augment.has_augmentation(data)
 
-  def read_and_crop(index, example_seed, *position):
+  def read(index, example_seed, *position):
     seeds = augment.train_seeds(example_seed)
-    contents = tf.io.read_file(tf.gather(paths, index))
-    return (*position, augment.decode_and_crop(contents, seeds.crop, data), seeds, index)
-
-  def finish_example(*example):
-    *position, cropped, seeds, index = example
-    return (*position, *finish(cropped, augment.TrainSeeds(*seeds), index))
+    image = augment.decode_and_crop(tf.io.read_file(tf.gather(paths, index)), seeds.crop, data)
+    image = augment.resize_and_flip(image, seeds.flip, data)
+    rest = (seeds.rest,) if augmenting else ()
+    return (*position, image, *rest, tf.gather(labels, index))
 
   if counting:
-    crops = examples.enumerate().map(lambda position, example: read_and_crop(*example, position),
-                                     num_parallel_calls=num_parallel_calls)
+    examples = examples.enumerate().map(lambda position, example: read(*example, position),
+                                        num_parallel_calls=num_parallel_calls)
   else:
-    crops = examples.map(read_and_crop, num_parallel_calls=num_parallel_calls)
-  dataset = crops.ignore_errors(log_warning=True).map(finish_example,
-                                                       num_parallel_calls=num_parallel_calls)
+    examples = examples.map(read, num_parallel_calls=num_parallel_calls)
+  dataset = examples.ignore_errors(log_warning=True)
+  if augmenting:
+    dataset = _augmented(dataset, data, num_parallel_calls)
   dataset = dataset.batch(batch_size, drop_remainder=True)
   return _count_dropped(dataset, drop_counter) if counting else dataset
+
+
+def _augmented(examples: tf.data.Dataset, data: config_lib.DataConfig,
+               num_parallel_calls: int | None) -> tf.data.Dataset:
+  """([position,] image, rest_seed, label) -> ([position,] image, label), RandAugment and
+  jitter applied as the config asks."""
+
+  def finish(*example):
+    *position, image, rest_seed, label = example
+    return (*position, augment.augment_image(image, rest_seed, data), label)
+  return examples.map(finish, num_parallel_calls=num_parallel_calls)
 
 
 def eval_batches(split: sources.Split, data: config_lib.DataConfig,
