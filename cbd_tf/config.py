@@ -14,8 +14,25 @@ from typing import Any
 # Decoupled stages re-balance the classifier of a finished run (--backbone_from).
 DECOUPLED_STAGES = ("crt", "lws", "tau_norm", "ncm")
 STAGES = ("teacher", "student", "pipeline") + DECOUPLED_STAGES
-LOSSES = ("ce", "logit_adjusted", "balanced_softmax", "focal", "class_balanced", "ldam")
+LOSSES = ("ce", "logit_adjusted", "balanced_softmax", "focal", "class_balanced", "ldam",
+          "class_balanced_focal")
+# Learning-rate schedules (cbd_tf/schedules.py) and the warmup each uses when
+# --warmup_epochs is negative: none in the CBD recipe, 5 epochs in LDAM-DRW's step recipe.
+LR_SCHEDULES = ("cosine", "step")
+DEFAULT_WARMUP_EPOCHS = {"cosine": 0.0, "step": 5.0}
 AUGMENTATIONS = ("standard", "jitter")
+# Classifier heads --head trains (cbd_tf/models/heads.py); --stage=ncm writes an NCM head.
+HEADS = ("cosine", "linear")
+# --stage=ncm, as classifier-balancing's KNNClassifier (feat_type / dist_type).
+NCM_FEATURES = ("cl2n", "l2n", "raw")
+NCM_DISTANCES = ("euclidean", "cosine")
+# cRT / LWS: what the frozen backbone's BatchNorm does (frozen: inference mode; train:
+# statistics follow the class-balanced batches, weights still frozen, as upstream).
+DECOUPLED_BATCHNORM = ("frozen", "train")
+# cRT / LWS epochs when --decoupled_epochs is not given: classifier-balancing's ImageNet-LT
+# recipes (config/ImageNet_LT/cls_crt.yaml, cls_lws.yaml). They never take --epochs, which
+# a paper flagfile sets for its backbone stages (90, 200).
+STAGE_EPOCHS = {"crt": 10, "lws": 5}
 # How the training stream is drawn (cbd_tf/data/sampling.py); auto is index.
 SAMPLING_METHODS = ("auto", "index", "per_class", "rejection", "resample")
 
@@ -67,11 +84,13 @@ class DataConfig:
 class ModelConfig:
   backbone: str = "resnet50"
   cosine_scale: float = 20.0
+  head: str = "cosine"  # one of HEADS: cosine (CBD, LDAM) or linear (Dense with bias)
   # Student only: width of the projection head; set from the teachers at run time.
   projection_dim: int = 0
   # Head variants written by decoupled stages: each class weight divided by its raw
-  # norm^head_norm_power (tau-norm; 1 is the plain cosine head), per-class logit scales (LWS).
-  head_norm_power: float = 1.0
+  # norm^head_norm_power (tau-norm; None: the head as trained, which for the cosine head is
+  # 1 and for the linear head keeps its bias), per-class logit scales (LWS).
+  head_norm_power: float | None = None
   class_scales: bool = False
 
 
@@ -81,10 +100,19 @@ class OptimizerConfig:
   learning_rate: float = 0.1
   momentum: float = 0.9
   weight_decay: float = 5e-4
+  # Teacher / student epochs; cRT and LWS take long_tail.decoupled_epochs (Config.epochs).
   epochs: int = 90
-  warmup_epochs: float = 0.0
+  lr_schedule: str = "cosine"
+  warmup_epochs: float = -1.0  # negative: the schedule's own (DEFAULT_WARMUP_EPOCHS)
   # 0 means one pass over the training split: ceil(num_train / batch_size).
   steps_per_epoch: int = 0
+
+  @property
+  def resolved_warmup_epochs(self) -> float:
+    """The warmup the run uses: --warmup_epochs, or its schedule's when negative."""
+    if self.warmup_epochs >= 0:
+      return self.warmup_epochs
+    return DEFAULT_WARMUP_EPOCHS.get(self.lr_schedule, 0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,16 +165,28 @@ class LongTailConfig:
   """Re-balancing baselines beside CBD: loss-level (teacher stage) and decoupled stages."""
   loss: str = "ce"
   logit_adjust_tau: float = 1.0  # Menon et al. 2021.
-  focal_gamma: float = 2.0
+  focal_gamma: float = 1.0  # The long-tail papers' focal baseline (LDAM-DRW, Cui et al.).
   class_balanced_beta: float = 0.9999  # Cui et al. 2019 effective number; also LDAM's DRW.
   ldam_max_margin: float = 0.5  # Largest margin, in cosine units (Cao et al. 2019).
+  # LDAM's s: its logits are s * (cos - m), whatever the head's --cosine_scale.
+  ldam_scale: float = 30.0
+  # Cui et al.'s large-scale sigmoid focal loss with class-balanced weights.
+  class_balanced_focal_beta: float = 0.999
+  class_balanced_focal_gamma: float = 0.5
   # Epoch at which LDAM switches on class-balanced weights (DRW); negative: 4/5 of the epochs.
   drw_epoch: int = -1
   # Evaluation subtracts posthoc_tau * log(class prior) from the logits; 0 leaves them.
   posthoc_tau: float = 0.0
   # Decoupled stages: the finished run (teacher or CBD student) whose backbone is kept.
   backbone_from: str = ""
-  tau: float = 1.0  # tau_norm: class weights divided by norm^tau.
+  # tau_norm: class weights divided by norm^tau; None: swept over 0, 0.1, ..., 2 on the
+  # validation split.
+  tau: float | None = None
+  decoupled_batchnorm: str = "frozen"  # one of DECOUPLED_BATCHNORM
+  # cRT / LWS epochs; None: the stage's recipe (STAGE_EPOCHS).
+  decoupled_epochs: int | None = None
+  ncm_features: str = "cl2n"  # one of NCM_FEATURES
+  ncm_distance: str = "euclidean"  # one of NCM_DISTANCES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +201,13 @@ class Config:
   output: OutputConfig = OutputConfig()
   distribute: DistributeConfig = DistributeConfig()
   long_tail: LongTailConfig = LongTailConfig()
+
+  @property
+  def epochs(self) -> int:
+    """Training epochs: --decoupled_epochs or the recipe for cRT / LWS, else --epochs."""
+    if self.stage in STAGE_EPOCHS:
+      return self.long_tail.decoupled_epochs or STAGE_EPOCHS[self.stage]
+    return self.optimizer.epochs
 
   @property
   def sampling(self) -> str:
@@ -206,15 +253,24 @@ class Config:
            f"randaugment_magnitude must be in [0, 10], got {self.data.randaugment_magnitude}")
     _check(self.model.cosine_scale > 0,
            f"cosine_scale must be positive, got {self.model.cosine_scale}")
+    _check(self.model.head in HEADS,
+           f"unknown head {self.model.head!r}; valid: {', '.join(HEADS)}")
+    _check(self.model.head_norm_power is None or self.model.head_norm_power >= 0,
+           f"head_norm_power must be >= 0, got {self.model.head_norm_power}")
+    _check(self.long_tail.loss != "ldam" or self.model.head == "cosine",
+           "--loss=ldam needs --head=cosine (its margins are in cosine units)")
     _check(self.optimizer.learning_rate > 0,
            f"learning_rate must be positive, got {self.optimizer.learning_rate}")
     _check(0 <= self.optimizer.momentum < 1,
            f"momentum must be in [0, 1), got {self.optimizer.momentum}")
     _check(self.optimizer.weight_decay >= 0,
            f"weight_decay must be >= 0, got {self.optimizer.weight_decay}")
-    _check(self.optimizer.epochs > 0, f"epochs must be positive, got {self.optimizer.epochs}")
-    _check(0 <= self.optimizer.warmup_epochs < self.optimizer.epochs,
-           f"warmup_epochs must be in [0, epochs), got {self.optimizer.warmup_epochs}")
+    _check(self.epochs > 0, f"epochs must be positive, got {self.epochs}")
+    _check(self.optimizer.lr_schedule in LR_SCHEDULES, f"unknown lr_schedule "
+           f"{self.optimizer.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
+    _check(self.optimizer.resolved_warmup_epochs < self.epochs,
+           f"warmup of {self.optimizer.resolved_warmup_epochs:g} epochs must be shorter than "
+           f"--epochs={self.epochs}; set --warmup_epochs")
     _check(self.optimizer.steps_per_epoch >= 0,
            f"steps_per_epoch must be >= 0, got {self.optimizer.steps_per_epoch}")
     _check(0 <= self.distill.alpha <= 1,
@@ -249,6 +305,21 @@ class Config:
            f"class_balanced_beta must be in [0, 1), got {self.long_tail.class_balanced_beta}")
     _check(self.long_tail.ldam_max_margin >= 0,
            f"ldam_max_margin must be >= 0, got {self.long_tail.ldam_max_margin}")
+    _check(self.long_tail.ldam_scale > 0,
+           f"ldam_scale must be positive, got {self.long_tail.ldam_scale}")
+    _check(0 <= self.long_tail.class_balanced_focal_beta < 1, "class_balanced_focal_beta "
+           f"must be in [0, 1), got {self.long_tail.class_balanced_focal_beta}")
+    _check(self.long_tail.class_balanced_focal_gamma >= 0, "class_balanced_focal_gamma "
+           f"must be >= 0, got {self.long_tail.class_balanced_focal_gamma}")
+    _check(self.long_tail.tau is None or self.long_tail.tau >= 0,
+           f"tau must be >= 0, got {self.long_tail.tau}")
+    _check(self.long_tail.decoupled_batchnorm in DECOUPLED_BATCHNORM,
+           f"unknown decoupled_batchnorm {self.long_tail.decoupled_batchnorm!r}; "
+           f"valid: {', '.join(DECOUPLED_BATCHNORM)}")
+    _check(self.long_tail.ncm_features in NCM_FEATURES, f"unknown ncm_features "
+           f"{self.long_tail.ncm_features!r}; valid: {', '.join(NCM_FEATURES)}")
+    _check(self.long_tail.ncm_distance in NCM_DISTANCES, f"unknown ncm_distance "
+           f"{self.long_tail.ncm_distance!r}; valid: {', '.join(NCM_DISTANCES)}")
     if self.stage in DECOUPLED_STAGES:
       _check(bool(self.long_tail.backbone_from),
              f"--stage={self.stage} needs --backbone_from=RUN_DIR (a finished teacher or student)")

@@ -1,22 +1,32 @@
-"""Decoupled classifier re-balancing on the backbone of a finished run (Kang et al. 2020).
+"""Decoupled classifier re-balancing on the backbone of a finished run (Kang et al. 2020),
+as classifier-balancing (facebookresearch) defines each stage.
 
-  crt       classifier re-training: a re-initialised cosine head trained with class-balanced
-            sampling; backbone (and a student's projection) frozen
+  crt       classifier re-training: a re-initialised head (the backbone run's kind) trained
+            with class-balanced sampling; backbone (and a student's projection) frozen
   lws       learnable weight scaling: only a per-class logit scale is learned (initialised
             to 1, class-balanced sampling); backbone, projection and head frozen
-  tau_norm  post-hoc: each raw class weight w_c divided by |w_c|^tau
-  ncm       nearest class mean: class c scores cos(mean_c, f), mean_c the mean
-            L2-normalised training feature of class c (eval preprocessing)
+  tau_norm  post-hoc: each class weight w_c divided by |w_c|^tau; on a linear head the bias
+            is dropped (tau_norm.py), so tau = 0 is the trained classifier without its bias
+  ncm       nearest class mean (KNNClassifier.py): logits = -|x - c|^2 with x the centred,
+            L2-normalised embedding (cl2n) and c its class means over the training split
+            (evaluation preprocessing); --ncm_features / --ncm_distance choose others
+
+cRT / LWS train --epochs, by default the stage's recipe (config.STAGE_EPOCHS: 10 / 5).
+With --decoupled_batchnorm=train the frozen backbone's BatchNorm layers normalise with the
+batch's statistics and update their moving statistics, as upstream's model.train() does
+under the frozen weights. Where the data set has a validation split, the epoch with the best
+validation top-1 is kept (callbacks.BestValidationEpoch), as upstream.
+
+tau-norm without --tau sweeps TAU_SWEEP (0, 0.1, ..., 2, as tau_norm.py) on the validation
+split and keeps the tau with the best mean per-class accuracy (what tau_norm.py prints as
+overall); never the test split. The sweep and the choice go to selection.json and
+metrics.json. On a cosine head tau keeps this project's family (heads.CosineClassifier):
+tau = 1 is the trained head.
 
 `--backbone_from` names a finished teacher or CBD student run. The decoupled run writes a
 normal run directory whose config.json describes the rebuilt head (model.head_norm_power,
-model.class_scales), so `run_dir.load_classifier` and `python -m cbd_tf.evaluate` reload it.
-
-tau-norm on a cosine head: the head already divides each class weight by its norm, so the
-trained classifier is tau = 1 of the family w_c / |w_c|^tau, and tau = 0 is the raw kernel
-used as a linear classifier on the L2-normalised feature. (On a plain linear head, tau = 0
-is the trained classifier, as in the paper.) `sweep_tau` scores a list of taus on a split
-you give it; pick tau on a validation split, never on the test split.
+model.class_scales; an ncm run's long_tail.ncm_*), so `run_dir.load_classifier` and
+`python -m cbd_tf.evaluate` reload it.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from cbd_tf.models.classifier import Classifier
 
 # Stages that fit (the others are post-hoc and train nothing).
 TRAINED_STAGES = ("crt", "lws")
+TAU_SWEEP = tuple(round(0.1 * step, 1) for step in range(21))
 _BACKBONE_STAGES = ("teacher", "student")
 
 
@@ -52,11 +63,18 @@ def check_backbone_run(directory: str, num_classes: int, image_size: int) -> Non
                      f"images, this run {image_size}px")
 
 
+def check_tau_split(config: config_lib.Config, source: sources.Source) -> None:
+  """A tau sweep needs a validation split: raises ValueError before any work if there is none."""
+  if config.stage == "tau_norm" and config.long_tail.tau is None and source.val is None:
+    raise ValueError(f"--stage=tau_norm without --tau picks tau on a validation split, and "
+                     f"{config.data.dataset} has none; give --tau")
+
+
 def decoupled_config(config: config_lib.Config, source_config: config_lib.Config
                      ) -> config_lib.Config:
   """`config` with the backbone run's model section and the head the stage builds."""
-  head = {"crt": (1.0, False), "lws": (1.0, True), "tau_norm": (config.long_tail.tau, False),
-          "ncm": (1.0, False)}
+  head = {"crt": (None, False), "lws": (None, True), "tau_norm": (config.long_tail.tau, False),
+          "ncm": (None, False)}
   if config.stage not in head:
     raise ValueError(f"unknown decoupled stage {config.stage!r}; valid: {', '.join(head)}")
   norm_power, class_scales = head[config.stage]
@@ -65,46 +83,99 @@ def decoupled_config(config: config_lib.Config, source_config: config_lib.Config
 
 
 def build_decoupled_classifier(config: config_lib.Config, source: sources.Source
-                               ) -> tuple[Classifier, config_lib.Config]:
-  """The stage's classifier on the frozen backbone of `config.long_tail.backbone_from`, and
-  the config to save with it. crt / lws still need fitting; tau_norm / ncm are final.
-  Call inside the strategy scope, after seeding (cRT's fresh head is random)."""
+                               ) -> tuple[Classifier, config_lib.Config, dict]:
+  """The stage's classifier on the frozen backbone of `config.long_tail.backbone_from`, the
+  config to save with it, and what was chosen on the validation split ({} if nothing).
+  crt / lws still need fitting; tau_norm / ncm are final. Call inside the strategy scope,
+  after seeding (cRT's fresh head is random)."""
   trained, source_config = run_dir.load_classifier(config.long_tail.backbone_from)
   config = decoupled_config(config, source_config)
   classifier = run_dir.build_classifier(config, source.num_classes)
-  copy_backbone(trained, classifier)
-  if config.stage != "crt":
-    classifier.head.kernel.assign(trained.head.kernel)
+  batchnorm = config.long_tail.decoupled_batchnorm if config.stage in TRAINED_STAGES else "frozen"
+  copy_backbone(trained, classifier, batchnorm)
+  selection = {}
+  if config.stage in ("lws", "tau_norm"):
+    copy_head(trained.head, classifier.head)
   if config.stage == "lws":
-    classifier.head.kernel.trainable = False
+    for weight in (classifier.head.kernel, getattr(classifier.head, "bias", None)):
+      if weight is not None:
+        weight.trainable = False
+  if config.stage == "tau_norm" and config.long_tail.tau is None:
+    check_tau_split(config, source)
+    sweep = sweep_tau(classifier, pipeline.build_eval_dataset(source.val, config.data),
+                      source.train_counts, TAU_SWEEP)
+    tau = best_tau(sweep)
+    classifier.head.norm_power = tau
+    config = config.replace(model={"head_norm_power": tau}, long_tail={"tau": tau})
+    selection = {"tau": tau, "tau_chosen_on": "val", "tau_sweep": {
+        f"{t:g}": {**{k: r[k] for k in ("top1", "many", "medium", "few", "ece")},
+                   "mean_class_accuracy": mean_class_accuracy(r)} for t, r in sweep.items()}}
   if config.stage == "ncm":
-    features_dataset = pipeline.build_eval_dataset(source.train, config.data)
-    means = class_mean_features(classifier, features_dataset, source.num_classes)
-    classifier.head.kernel.assign(means.T)
-  return classifier, config
+    centroids, feature_mean = ncm_statistics(
+        classifier, pipeline.build_eval_dataset(source.train, config.data), source.num_classes,
+        config.long_tail.ncm_features)
+    classifier.head.centroids.assign(centroids.astype(np.float32))
+    classifier.head.feature_mean.assign(feature_mean.astype(np.float32))
+  return classifier, config, selection
 
 
-def copy_backbone(trained: Classifier, classifier: Classifier) -> None:
-  """Copies backbone (and projection) weights, then freezes them: trainable=False also keeps
-  Keras 3 BatchNormalization in inference mode, so its moving statistics stay put."""
+def copy_backbone(trained: Classifier, classifier: Classifier, batchnorm: str = "frozen") -> None:
+  """Copies backbone (and projection) weights and freezes them.
+
+  frozen: trainable=False, which also keeps Keras 3 BatchNormalization in inference mode, so
+  its moving statistics stay put. train: the layers stay trainable but every variable is
+  not, so no weight moves while BatchNormalization, still a trainable layer, normalises with
+  the batch's statistics in training and updates its moving ones (PyTorch's model.train()
+  under requires_grad=False)."""
+  if batchnorm not in config_lib.DECOUPLED_BATCHNORM:
+    raise ValueError(f"unknown decoupled_batchnorm {batchnorm!r}; "
+                     f"valid: {', '.join(config_lib.DECOUPLED_BATCHNORM)}")
   classifier.backbone.set_weights(trained.backbone.get_weights())
-  classifier.backbone.trainable = False
+  if batchnorm == "frozen":
+    classifier.backbone.trainable = False
+  else:
+    classifier.backbone.trainable = True  # sets every variable trainable: unset them after
+    for variable in classifier.backbone.weights:
+      variable.trainable = False
   if classifier.projection is not None:
     classifier.projection.set_weights(trained.projection.get_weights())
     classifier.projection.trainable = False
 
 
-def class_mean_features(classifier: Classifier, dataset, num_classes: int) -> np.ndarray:
-  """(C, D) mean L2-normalised embedding per class; a class without examples gets zeros."""
+def copy_head(trained_head, head) -> None:
+  """The trained head's kernel (and bias of a linear head) into `head`."""
+  head.kernel.assign(trained_head.kernel)
+  if hasattr(trained_head, "bias"):
+    head.bias.assign(trained_head.bias)
+
+
+def ncm_statistics(classifier: Classifier, dataset, num_classes: int, features: str = "cl2n"
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """(C, D) class means of the transformed embeddings and the (D,) mean embedding, as
+  classifier-balancing's get_knncentroids: the mean over every training example; cl2n
+  subtracts it and L2-normalises, l2n only normalises, raw keeps the embedding. A class
+  without examples gets zeros. cl2n takes two passes (the mean first) rather than holding
+  every embedding in memory."""
+  if features not in config_lib.NCM_FEATURES:
+    raise ValueError(f"unknown ncm_features {features!r}; "
+                     f"valid: {', '.join(config_lib.NCM_FEATURES)}")
+  feature_mean = 0.0
+  if features == "cl2n":
+    total, count = 0.0, 0
+    for images, _ in dataset:
+      embedded = np.asarray(classifier.embed(images, training=False), np.float64)
+      total, count = total + embedded.sum(axis=0), count + len(embedded)
+    feature_mean = total / max(count, 1)
   sums, counts = None, np.zeros(num_classes)
   for images, labels in dataset:
-    features = np.asarray(classifier.embed(images, training=False), np.float64)
-    features /= np.maximum(np.linalg.norm(features, axis=-1, keepdims=True), 1e-12)
+    embedded = np.asarray(classifier.embed(images, training=False), np.float64) - feature_mean
+    if features in ("cl2n", "l2n"):
+      embedded /= np.maximum(np.linalg.norm(embedded, axis=-1, keepdims=True), 1e-12)
     if sums is None:
-      sums = np.zeros((num_classes, features.shape[-1]))
-    np.add.at(sums, np.asarray(labels), features)
+      sums = np.zeros((num_classes, embedded.shape[-1]))
+    np.add.at(sums, np.asarray(labels), embedded)
     counts += np.bincount(np.asarray(labels), minlength=num_classes)
-  return sums / np.maximum(counts, 1)[:, None]
+  return sums / np.maximum(counts, 1)[:, None], np.zeros(sums.shape[-1]) + feature_mean
 
 
 def sweep_tau(classifier: Classifier, dataset, train_counts, taus: Iterable[float]) -> dict:
@@ -132,9 +203,12 @@ def sweep_tau(classifier: Classifier, dataset, train_counts, taus: Iterable[floa
   return results
 
 
+def mean_class_accuracy(result: dict) -> float:
+  """Mean accuracy over the classes present in the split (-1 if none)."""
+  values = [a for a in result["per_class"] if a is not None]
+  return float(np.mean(values)) if values else -1.0
+
+
 def best_tau(sweep: dict) -> float:
   """The tau with the highest mean per-class accuracy (balanced accuracy); ties -> smaller tau."""
-  def balanced(result):
-    values = [a for a in result["per_class"] if a is not None]
-    return float(np.mean(values)) if values else -1.0
-  return max(sorted(sweep), key=lambda tau: balanced(sweep[tau]))
+  return max(sorted(sweep), key=lambda tau: mean_class_accuracy(sweep[tau]))

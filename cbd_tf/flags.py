@@ -79,6 +79,9 @@ flags.DEFINE_float("randaugment_magnitude", _DEFAULT.data.randaugment_magnitude,
 # Model.
 flags.DEFINE_string("backbone", _DEFAULT.model.backbone, "Backbone name, e.g. resnet50, resnet32.")
 flags.DEFINE_float("cosine_scale", _DEFAULT.model.cosine_scale, "sigma of the cosine classifier.")
+flags.DEFINE_string("head", _DEFAULT.model.head,
+                    "Classifier head: cosine (sigma * cos, no bias; CBD, LDAM) | linear (Dense with "
+                    "bias, as the Decoupling / logit adjustment / balanced softmax baselines).")
 # Optimiser.
 flags.DEFINE_float("learning_rate", _DEFAULT.optimizer.learning_rate,
                    "Learning rate per 256 images; the run uses learning_rate * batch_size / 256.")
@@ -86,8 +89,17 @@ flags.DEFINE_float("momentum", _DEFAULT.optimizer.momentum, "SGD momentum.")
 flags.DEFINE_float("weight_decay", _DEFAULT.optimizer.weight_decay,
                    "Coefficient of the official explicit L2 term wd * 0.5 * tf.nn.l2_loss(w) = "
                    "0.25 * wd * sum(w^2) over every trainable weight.")
-flags.DEFINE_integer("epochs", _DEFAULT.optimizer.epochs, "Training epochs.")
-flags.DEFINE_float("warmup_epochs", _DEFAULT.optimizer.warmup_epochs, "Linear warmup epochs.")
+flags.DEFINE_integer("epochs", _DEFAULT.optimizer.epochs,
+                     "Training epochs of the teacher and student stages (crt and lws take "
+                     "--decoupled_epochs).")
+flags.DEFINE_integer("decoupled_epochs", _DEFAULT.long_tail.decoupled_epochs,
+                     "Epochs of --stage=crt / lws. Not given: classifier-balancing's "
+                     "ImageNet-LT recipes, 10 for crt and 5 for lws (iNaturalist's cRT: 30).")
+flags.DEFINE_string("lr_schedule", _DEFAULT.optimizer.lr_schedule,
+                    "cosine (the CBD recipe) | step (LDAM-DRW's CIFAR recipe: x0.01 from 80% "
+                    "and x0.0001 from 90% of --epochs).")
+flags.DEFINE_float("warmup_epochs", _DEFAULT.optimizer.warmup_epochs,
+                   "Linear warmup epochs; negative: the schedule's own (cosine 0, step 5).")
 flags.DEFINE_integer("steps_per_epoch", _DEFAULT.optimizer.steps_per_epoch,
                      "Steps per epoch; 0 means ceil(training images / batch_size).")
 # Distillation.
@@ -131,7 +143,8 @@ flags.DEFINE_string("saved_model", None, "cbd_tf.evaluate: evaluate this SavedMo
 
 # Long-tail baselines (cbd_tf/long_tail_losses.py, cbd_tf/decoupled.py).
 flags.DEFINE_string("loss", _DEFAULT.long_tail.loss, "--stage=teacher loss: ce | logit_adjusted | "
-                    "balanced_softmax | focal | class_balanced | ldam (with DRW).")
+                    "balanced_softmax | focal | class_balanced | ldam (with DRW) | "
+                    "class_balanced_focal (sigmoid, Cui et al.'s large-scale loss).")
 flags.DEFINE_float("logit_adjust_tau", _DEFAULT.long_tail.logit_adjust_tau,
                    "tau of --loss=logit_adjusted: logits + tau * log(prior) in training.")
 flags.DEFINE_float("focal_gamma", _DEFAULT.long_tail.focal_gamma, "gamma of --loss=focal.")
@@ -140,6 +153,13 @@ flags.DEFINE_float("class_balanced_beta", _DEFAULT.long_tail.class_balanced_beta
                    "and the DRW weights of --loss=ldam.")
 flags.DEFINE_float("ldam_max_margin", _DEFAULT.long_tail.ldam_max_margin,
                    "Largest LDAM margin (rarest class), in cosine units.")
+flags.DEFINE_float("ldam_scale", _DEFAULT.long_tail.ldam_scale,
+                   "s of --loss=ldam: CE of s * (cos - m_y); the head's --cosine_scale is "
+                   "divided out, so it stays the model's (and CBD's) sigma.")
+flags.DEFINE_float("class_balanced_focal_beta", _DEFAULT.long_tail.class_balanced_focal_beta,
+                   "beta of the class-balanced weights of --loss=class_balanced_focal.")
+flags.DEFINE_float("class_balanced_focal_gamma", _DEFAULT.long_tail.class_balanced_focal_gamma,
+                   "gamma of --loss=class_balanced_focal.")
 flags.DEFINE_integer("drw_epoch", _DEFAULT.long_tail.drw_epoch,
                      "Epoch at which --loss=ldam turns on class-balanced weights; negative: "
                      "4/5 of --epochs; >= --epochs: never.")
@@ -148,7 +168,18 @@ flags.DEFINE_float("posthoc_tau", _DEFAULT.long_tail.posthoc_tau,
 flags.DEFINE_string("backbone_from", _DEFAULT.long_tail.backbone_from,
                     "Finished teacher or student run whose backbone a decoupled stage keeps.")
 flags.DEFINE_float("tau", _DEFAULT.long_tail.tau,
-                   "--stage=tau_norm: each class weight is divided by its norm^tau.")
+                   "--stage=tau_norm: each class weight is divided by its norm^tau. Not given: "
+                   "tau is swept over 0, 0.1, ..., 2 on the validation split (never test).")
+flags.DEFINE_string("decoupled_batchnorm", _DEFAULT.long_tail.decoupled_batchnorm,
+                    "--stage=crt / lws: frozen (the backbone's BatchNorm in inference mode) | "
+                    "train (its statistics follow the class-balanced batches, weights frozen, "
+                    "as classifier-balancing).")
+flags.DEFINE_string("ncm_features", _DEFAULT.long_tail.ncm_features,
+                    "--stage=ncm feature transform: cl2n (centred, L2-normalised; upstream's "
+                    "default) | l2n | raw.")
+flags.DEFINE_string("ncm_distance", _DEFAULT.long_tail.ncm_distance,
+                    "--stage=ncm: euclidean (logits = -squared distance; upstream's default) | "
+                    "cosine (cosine_scale * cosine).")
 
 FLAGS = flags.FLAGS
 
@@ -177,10 +208,11 @@ def config_from_flags() -> config_lib.Config:
               os.path.join(FLAGS.workdir, "data_cache") if FLAGS.workdir else ""),
           randaugment=FLAGS.randaugment, randaugment_num_ops=FLAGS.randaugment_num_ops,
           randaugment_magnitude=FLAGS.randaugment_magnitude),
-      model=config_lib.ModelConfig(backbone=FLAGS.backbone, cosine_scale=FLAGS.cosine_scale),
+      model=config_lib.ModelConfig(backbone=FLAGS.backbone, cosine_scale=FLAGS.cosine_scale,
+                                   head=FLAGS.head),
       optimizer=config_lib.OptimizerConfig(
           learning_rate=FLAGS.learning_rate, momentum=FLAGS.momentum,
-          weight_decay=FLAGS.weight_decay, epochs=FLAGS.epochs,
+          weight_decay=FLAGS.weight_decay, epochs=FLAGS.epochs, lr_schedule=FLAGS.lr_schedule,
           warmup_epochs=FLAGS.warmup_epochs, steps_per_epoch=FLAGS.steps_per_epoch),
       distill=config_lib.DistillConfig(
           alpha=FLAGS.distill_alpha, beta=FLAGS.distill_beta,
@@ -197,8 +229,13 @@ def config_from_flags() -> config_lib.Config:
       long_tail=config_lib.LongTailConfig(
           loss=FLAGS.loss, logit_adjust_tau=FLAGS.logit_adjust_tau,
           focal_gamma=FLAGS.focal_gamma, class_balanced_beta=FLAGS.class_balanced_beta,
-          ldam_max_margin=FLAGS.ldam_max_margin, drw_epoch=FLAGS.drw_epoch,
-          posthoc_tau=FLAGS.posthoc_tau, backbone_from=FLAGS.backbone_from, tau=FLAGS.tau),
+          ldam_max_margin=FLAGS.ldam_max_margin, ldam_scale=FLAGS.ldam_scale,
+          class_balanced_focal_beta=FLAGS.class_balanced_focal_beta,
+          class_balanced_focal_gamma=FLAGS.class_balanced_focal_gamma, drw_epoch=FLAGS.drw_epoch,
+          posthoc_tau=FLAGS.posthoc_tau, backbone_from=FLAGS.backbone_from, tau=FLAGS.tau,
+          decoupled_batchnorm=FLAGS.decoupled_batchnorm,
+          decoupled_epochs=FLAGS.decoupled_epochs, ncm_features=FLAGS.ncm_features,
+          ncm_distance=FLAGS.ncm_distance),
   )
 
 

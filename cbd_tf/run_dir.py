@@ -6,6 +6,10 @@
   metrics.json       evaluation: top1, many, medium, few, per_class, num_test, ece (test
                      split), and "val" with the same keys where the data set has one
   environment.json   versions, devices, batch, label hashes of each split (environment.py)
+  selection.json     decoupled stages: what was chosen on the validation split (tau-norm's
+                     tau and sweep, cRT / LWS's best epoch); copied into metrics.json
+  best_epoch.*       cRT / LWS with a validation split: the best epoch so far (weights and
+                     record), so a resumed run still compares against earlier epochs
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ CLASSES = "classes.json"
 FINAL_WEIGHTS = "final.weights.h5"
 METRICS = "metrics.json"
 ENVIRONMENT = "environment.json"
+SELECTION = "selection.json"
+BEST_EPOCH_WEIGHTS = "best_epoch.weights.h5"
+BEST_EPOCH_RECORD = "best_epoch.json"
 
 
 def write_json(path: str, value) -> None:
@@ -61,12 +68,17 @@ def check_trained(run_dir: str) -> None:
 
 
 def build_classifier(config: config_lib.Config, num_classes: int) -> Classifier:
+  """The classifier `config` describes, untrained. An ncm run's head is the NCM head (its
+  model.head names the head its backbone was trained with)."""
   return Classifier(config.model.backbone, num_classes, config.data.image_size,
                     cosine_scale=config.model.cosine_scale,
                     projection_dim=config.model.projection_dim,
                     head_norm_power=config.model.head_norm_power,
                     class_scales=config.model.class_scales,
-                    sync_batchnorm=config.distribute.sync_batchnorm)
+                    sync_batchnorm=config.distribute.sync_batchnorm,
+                    head="ncm" if config.stage == "ncm" else config.model.head,
+                    ncm_features=config.long_tail.ncm_features,
+                    ncm_distance=config.long_tail.ncm_distance)
 
 
 def save_final_weights(model: Classifier, run_dir: str) -> None:

@@ -41,6 +41,7 @@ def validate_run(config: config_lib.Config) -> sources.Source:
   if config.stage in config_lib.DECOUPLED_STAGES:
     decoupled.check_backbone_run(config.long_tail.backbone_from, source.num_classes,
                                  config.data.image_size)
+    decoupled.check_tau_split(config, source)
   for policy in {config.sampling, config.distill.teacher_sampling}:
     sampling.class_probabilities(source.train_counts, policy)
   return source
@@ -117,6 +118,8 @@ def train_stage(config: config_lib.Config, source: sources.Source,
 
   A run killed part-way resumes from its last checkpoint when started again.
   """
+  # cRT / LWS: --decoupled_epochs or the recipe (10, 5), written out in config.json.
+  config = config.replace(optimizer={"epochs": config.epochs})
   strategy = strategy or tf.distribute.get_strategy()
   chief = distribute.is_chief(strategy)
   save_dir = distribute.worker_directory(config.workdir, strategy)
@@ -126,9 +129,10 @@ def train_stage(config: config_lib.Config, source: sources.Source,
     if config.stage == "student":
       frozen = teachers.load_teachers(config.distill.teachers)
       config = config.replace(model={"projection_dim": distiller.teacher_feature_dim(frozen)})
+    selection = {}  # what a decoupled stage chooses on the validation split
     if config.stage in config_lib.DECOUPLED_STAGES:
       # The finished run's backbone, frozen, under the head this stage re-balances.
-      classifier, config = decoupled.build_decoupled_classifier(config, source)
+      classifier, config, selection = decoupled.build_decoupled_classifier(config, source)
     else:
       classifier = run_dir.build_classifier(config, source.num_classes)
     trainer = (distiller.CBDDistiller(classifier, frozen, config.distill.alpha,
@@ -173,14 +177,26 @@ def train_stage(config: config_lib.Config, source: sources.Source,
     logging.info("training %s in %s: %d epochs x %d steps from step %d, %s sampling",
                  config.stage, config.workdir, config.optimizer.epochs, steps_per_epoch,
                  start_step, config.sampling)
+    # cRT / LWS keep the epoch with the best validation top-1, as classifier-balancing.
+    best_epoch = None
+    if config.stage in decoupled.TRAINED_STAGES and source.val is not None:
+      best_epoch = callbacks.BestValidationEpoch(
+          classifier, pipeline.build_eval_dataset(source.val, config.data), source.train_counts,
+          os.path.join(save_dir, TENSORBOARD), save_dir)
     with strategy.scope():
       resume.fit_from_step(
           trainer, build_dataset, start_step, config.optimizer.epochs, steps_per_epoch,
-          callbacks=(loss_callbacks + _callbacks(config, classifier, source, save_dir) +
-                     progress_callbacks +
+          callbacks=(loss_callbacks +
+                     _callbacks(config, classifier, source, save_dir,
+                                periodic_evaluation=best_epoch is None) +
+                     ([best_epoch] if best_epoch else []) + progress_callbacks +
                      [resume.StopOnNonFiniteLoss(),
                       resume.SaveTrainingState(state, config.distribute.checkpoint_every_steps)]),
           verbose=1 if sys.stdout.isatty() else 2)
+    if best_epoch is not None:
+      selection = {**selection, **best_epoch.restore_best()}
+  if selection and chief:
+    run_dir.write_json(os.path.join(config.workdir, run_dir.SELECTION), selection)
   run_dir.save_final_weights(classifier, save_dir)
   if config.output.export_dir and chief:
     export.export_saved_model(classifier, config.output.export_dir, source.class_names,
@@ -221,6 +237,10 @@ def evaluate_and_save(model, config: config_lib.Config, source: sources.Source,
                       dropped_train_examples)
   if source.num_skipped:
     logging.warning("%d unreadable image files were skipped", source.num_skipped)
+  # What a decoupled stage chose on the validation split (tau, best epoch), kept on re-evaluation.
+  selection_path = os.path.join(config.workdir, run_dir.SELECTION)
+  if config.stage in config_lib.DECOUPLED_STAGES and os.path.exists(selection_path):
+    result.update(run_dir.read_json(selection_path))
   if not write:
     return result
   run_dir.write_json(os.path.join(config.workdir, run_dir.METRICS), result)
@@ -234,19 +254,18 @@ def evaluate_and_save(model, config: config_lib.Config, source: sources.Source,
 
 
 def _build_optimizer(config: config_lib.Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-  total_steps = config.optimizer.epochs * steps_per_epoch
-  schedule = schedules.WarmupCosineDecay(
+  schedule = schedules.build_schedule(
+      config.optimizer.lr_schedule,
       schedules.scaled_learning_rate(config.optimizer.learning_rate, config.data.batch_size),
-      total_steps=total_steps,
-      warmup_steps=int(round(config.optimizer.warmup_epochs * steps_per_epoch)))
+      config.optimizer.epochs, steps_per_epoch, config.optimizer.resolved_warmup_epochs)
   return keras.optimizers.SGD(schedule, momentum=config.optimizer.momentum)
 
 
 def _callbacks(config: config_lib.Config, classifier, source: sources.Source,
-               save_dir: str) -> list[keras.callbacks.Callback]:
+               save_dir: str, periodic_evaluation: bool = True) -> list[keras.callbacks.Callback]:
   log_dir = os.path.join(save_dir, TENSORBOARD)
   result = [callbacks.StepScalars(log_dir, config.output.log_every_steps)]
-  if config.output.eval_every_epochs:
+  if config.output.eval_every_epochs and periodic_evaluation:
     # Never the test split of a data set that has a validation split: test is seen once.
     periodic = source.val if source.val is not None else source.test
     result.append(callbacks.ShotGroupEvaluation(

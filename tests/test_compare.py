@@ -24,13 +24,40 @@ def test_methods_cover_the_baselines_and_share_runs(compare):
   assert {"CE (instance sampling)", "class-balanced sampling", "cRT", "LWS", "tau-norm", "NCM",
           "logit adjustment (loss)", "logit adjustment (post-hoc)", "balanced softmax", "focal",
           "class-balanced loss", "LDAM-DRW", "CBD", "CBD_ENS"} <= set(compare.METHODS)
-  options = {"decoupled_epochs": 10, "tau": {0: 1.5}}
+  options = {"decoupled_epochs": 10, "tau": {0: 1.5}, "epochs": 200}
   crt = compare.RUNS["crt"].flags("/s", 0, options)
-  assert "--backbone_from=/s/ce" in crt and "--epochs=10" in crt
+  assert "--backbone_from=/s/ce_linear" in crt and "--decoupled_epochs=10" in crt
+  assert "--decoupled_batchnorm=train" in crt
+  assert "--decoupled_epochs=10" not in compare.RUNS["lws"].flags("/s", 0, {**options, "decoupled_epochs": 0})
   assert "--tau=1.5" in compare.RUNS["tau_norm"].flags("/s", 0, options)
+  assert not any(f.startswith("--tau=") for f in compare.RUNS["tau_norm"].flags("/s", 1, options))
+  assert "--head=linear" in compare.RUNS["focal"].flags("/s", 0, options)
+  assert "--head=linear" not in compare.RUNS["ce"].flags("/s", 0, options)
+  ldam = compare.RUNS["ldam_drw"].flags("/s", 0, options)
+  assert "--lr_schedule=step" in ldam and "--warmup_epochs=5" in ldam
   assert "--teachers=/s/ce,/s/ce_2" in compare.RUNS["cbd_ens"].flags("/s", 0, options)
   assert compare.RUNS["cbd_ens"].needs == ("ce", "ce_2")
   assert "--seed=1000" in compare.RUNS["ce_2"].flags("/s", 0, options)
+  assert compare.RUNS["la_posthoc"].posthoc_from == "ce_linear"
+
+
+def test_posthoc_run_reevaluates_the_trained_model(compare, tmp_path, monkeypatch):
+  from cbd_tf import config as config_lib, run_dir  # pylint: disable=import-outside-toplevel
+  trained = tmp_path / "ce_linear"
+  trained.mkdir()
+  config_lib.Config(workdir=str(trained)).save(str(trained / run_dir.CONFIG))
+  for name in (run_dir.CLASSES, run_dir.FINAL_WEIGHTS):
+    (trained / name).write_text(name)
+  calls = []
+  monkeypatch.setattr(compare, "_run_module", lambda module, args: calls.append((module, args)))
+  target = tmp_path / "la_posthoc"
+  compare._reevaluate(str(trained), str(target), ["--posthoc_tau=1"])
+  saved = config_lib.Config.load(str(target / run_dir.CONFIG))
+  assert saved.long_tail.posthoc_tau == 1.0 and saved.workdir == str(target)
+  assert (target / run_dir.FINAL_WEIGHTS).read_text() == run_dir.FINAL_WEIGHTS
+  assert calls == [("cbd_tf.evaluate", [f"--workdir={target}"])]
+  with pytest.raises(ValueError, match="posthoc_tau only"):
+    compare._reevaluate(str(trained), str(target), ["--tau=1"])
 
 
 def test_table_json_and_figure(compare, tmp_path):

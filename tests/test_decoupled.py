@@ -35,17 +35,23 @@ def test_ncm_on_separable_clusters():
       0, 0.05, (len(labels), 3))
   dataset = [(features[i:i + 16].astype(np.float32), labels[i:i + 16])
              for i in range(0, len(labels), 16)]
-  means = decoupled.class_mean_features(_IdentityEmbedding(), dataset, 3)
+  means, _ = decoupled.ncm_statistics(_IdentityEmbedding(), dataset, 3, "l2n")
   unit = features / np.linalg.norm(features, axis=1, keepdims=True)
   np.testing.assert_allclose(means, [unit[labels == c].mean(axis=0) for c in range(3)],
                              rtol=1e-6)
   np.testing.assert_allclose(means / np.linalg.norm(means, axis=1, keepdims=True), centres,
                              atol=0.05)
-  head = _head(means.T.astype(np.float32))
-  test_points = centres * 2 + rng.normal(0, 0.05, (3, 3))
-  assert list(np.argmax(np.asarray(head(test_points.astype(np.float32))), axis=-1)) == [0, 1, 2]
-  assert np.zeros((2, 4)).tolist() == decoupled.class_mean_features(
-      _IdentityEmbedding(), [(np.ones((1, 4), np.float32), np.array([0]))], 3)[1:].tolist()
+  test_points = (centres * 2 + rng.normal(0, 0.05, (3, 3))).astype(np.float32)
+  for features_mode, distance in [("l2n", "cosine"), ("cl2n", "euclidean"), ("raw", "euclidean")]:
+    head = heads.NCMClassifier(3, features_mode, distance)
+    head.build((None, 3))
+    centroids, mean = decoupled.ncm_statistics(_IdentityEmbedding(), dataset, 3, features_mode)
+    head.centroids.assign(centroids.astype(np.float32))
+    head.feature_mean.assign(mean.astype(np.float32))
+    assert list(np.argmax(np.asarray(head(test_points)), axis=-1)) == [0, 1, 2]
+  one_class = [(np.ones((1, 4), np.float32), np.array([0]))]
+  empty_classes = decoupled.ncm_statistics(_IdentityEmbedding(), one_class, 3, "l2n")[0][1:]
+  assert empty_classes.tolist() == np.zeros((2, 4)).tolist()
 
 
 def test_tau_norm_by_hand():
@@ -87,6 +93,7 @@ def _tiny_config(workdir, **changes):
                                  horizontal_flip=False, eval_crop_fraction=1.0),
       model=config_lib.ModelConfig(backbone="resnet8"),
       optimizer=config_lib.OptimizerConfig(epochs=1, steps_per_epoch=2, learning_rate=0.2),
+      long_tail=config_lib.LongTailConfig(decoupled_epochs=1),
       output=config_lib.OutputConfig(eval_every_epochs=0))
   return config.replace(**changes)
 
@@ -125,8 +132,11 @@ def test_decoupled_stage_keeps_backbone_and_reloads(trained_runs, stage, backbon
     assert saved.model.projection_dim == 64
     for before, after in zip(_weights(trained.projection), _weights(model.projection)):
       np.testing.assert_array_equal(before, after)
-  kernel_kept = np.allclose(trained.head.kernel.numpy(), model.head.kernel.numpy())
-  assert kernel_kept == (stage in ("lws", "tau_norm"))
+  if stage == "ncm":
+    assert not np.allclose(model.head.centroids.numpy(), 0.0)
+  else:
+    kernel_kept = np.allclose(trained.head.kernel.numpy(), model.head.kernel.numpy())
+    assert kernel_kept == (stage in ("lws", "tau_norm"))
   if stage == "lws":
     assert saved.model.class_scales and not np.allclose(model.head.class_scale.numpy(), 1.0)
   if stage == "tau_norm":

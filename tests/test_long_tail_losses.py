@@ -70,17 +70,18 @@ def test_class_balanced():
 def test_ldam_with_deferred_reweighting():
   margins = [0.5 * (2 / 8) ** 0.25, 0.5]  # n^-1/4, the rarest class at ldam_max_margin
   np.testing.assert_allclose(long_tail_losses.ldam_margins(COUNTS, 0.5), margins)
-  # Scale 10: the true-class logit loses 10 * m_y.
-  first = math.log1p(math.exp(-(1 - 10 * margins[0])))
-  second = math.log1p(math.exp(1 - (0 - 10 * margins[1])))
+  # The head's scale 10 divided out: cosines (0.1, 0); LDAM's s = 30 on cos - m_y.
+  first = math.log1p(math.exp(-(3 - 30 * margins[0])))
+  second = math.log1p(math.exp(3 - 30 * (0 - margins[1])))
   loss, callbacks = _loss("ldam", drw_epoch=2, class_balanced_beta=0.9)
   (drw,) = callbacks
   drw.on_epoch_begin(1)
   assert float(loss(LABELS, LOGITS)) == pytest.approx((first + second) / 2, rel=1e-5)
   drw.on_epoch_begin(2)
+  # With weights: their weighted mean, sum w CE / sum w.
   weights = long_tail_losses.class_balanced_weights(COUNTS, 0.9)
   assert float(loss(LABELS, LOGITS)) == pytest.approx(
-      (weights[0] * first + weights[1] * second) / 2, rel=1e-5)
+      (weights[0] * first + weights[1] * second) / (weights[0] + weights[1]), rel=1e-5)
   assert long_tail_losses.drw_start_epoch(config_lib.LongTailConfig(), 100) == 80
 
 

@@ -1,7 +1,9 @@
 import math
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from cbd_tf import metrics, schedules
 
@@ -14,6 +16,62 @@ def test_warmup_then_cosine():
   no_warmup = schedules.WarmupCosineDecay(peak=1.0, total_steps=4)
   assert float(no_warmup(0)) == pytest.approx(1.0)
   assert float(no_warmup(1)) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+
+
+
+def _their_cui_schedule(current_epoch, base_learning_rate, lr_boundaries, lr_multiplier):
+  """class-balanced-loss src/cifar_main.py learning_rate_schedule (per step: the epoch is
+  fractional); cifar_im_trainval_cb.sh runs it with multipliers 1 0.01 0.0001."""
+  staged_lr = [base_learning_rate * x for x in lr_multiplier]
+  decay_rate = (base_learning_rate * current_epoch / lr_boundaries[0])
+  for st_lr, start_epoch in zip(staged_lr, lr_boundaries):
+    decay_rate = tf.where(current_epoch < start_epoch, decay_rate, st_lr)
+  return decay_rate
+
+
+def _their_ldam_drw_schedule(epoch, lr):
+  """LDAM-DRW cifar_train.py adjust_learning_rate (once per epoch)."""
+  epoch = epoch + 1
+  if epoch <= 5:
+    return lr * epoch / 5
+  if epoch > 180:
+    return lr * 0.0001
+  if epoch > 160:
+    return lr * 0.01
+  return lr
+
+
+def test_step_schedule_is_the_long_tail_cifar_recipe():
+  steps_per_epoch = 3
+  schedule = schedules.build_schedule("step", 0.1, 200, steps_per_epoch, warmup_epochs=5)
+  assert schedules.step_decay_epochs(200) == [160, 180]
+  steps = np.arange(200 * steps_per_epoch)
+  ours = np.asarray(schedule(steps))
+  theirs = np.asarray(_their_cui_schedule(steps / steps_per_epoch, 0.1, [5, 160, 180],
+                                          [1, 0.01, 0.0001]))
+  np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+  # LDAM-DRW's per-epoch warmup differs inside the first 5 epochs only.
+  ldam = np.array([_their_ldam_drw_schedule(step // steps_per_epoch, 0.1) for step in steps])
+  after_warmup = steps >= 5 * steps_per_epoch
+  np.testing.assert_allclose(ours[after_warmup], ldam[after_warmup], rtol=1e-6)
+  assert not np.allclose(ours[~after_warmup], ldam[~after_warmup])
+
+
+def test_schedules_serialize_and_cosine_is_unchanged():
+  cosine = schedules.build_schedule("cosine", 0.4, 11, 10, warmup_epochs=1)
+  reference = schedules.WarmupCosineDecay(peak=0.4, total_steps=110, warmup_steps=10)
+  np.testing.assert_array_equal(np.asarray(cosine(np.arange(111))),
+                                np.asarray(reference(np.arange(111))))
+  step = schedules.build_schedule("step", 0.4, 10, 4, warmup_epochs=0.5)
+  assert step.get_config() == {"peak": 0.4, "boundaries": [32, 36], "factors": [0.01, 0.0001],
+                               "warmup_steps": 2}
+  for schedule in (cosine, step):
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+    assert type(restored) is type(schedule) and restored.get_config() == schedule.get_config()
+  with pytest.raises(ValueError, match="need 0 <= warmup_steps <= boundaries"):
+    schedules.build_schedule("step", 0.4, 10, 4, warmup_epochs=9)
+  with pytest.raises(ValueError, match="unknown lr_schedule 'linear'; valid: cosine, step"):
+    schedules.build_schedule("linear", 0.4, 10, 4, warmup_epochs=0)
 
 
 def test_shot_group_accuracy_and_empty_groups():

@@ -3,18 +3,23 @@
   python tools/compare.py --flagfile=configs/demo.flags --seeds=0,1,2 \
       --workdir=runs/compare_demo --epochs=30
 
-Per seed, runs are trained once and shared (workdir/seed_S/<run>): the CE teacher `ce`
-(instance sampling) is the backbone of cRT / LWS / tau-norm / NCM / post-hoc logit
-adjustment and the teacher of CBD; CBD_ENS adds a second CE teacher `ce_2` (seed S + 1000).
-Runs whose final weights exist are not retrained, so an interrupted comparison resumes.
-Every run is an ordinary `python -m cbd_tf.train` command; the table is rewritten after
-each seed, so a partial comparison is still readable.
+Per seed, runs are trained once and shared (workdir/seed_S/<run>). Heads as the authors
+define them: the joint CE model `ce_linear` (linear head with bias, instance sampling) is
+the "CE" row and the backbone of cRT / LWS (BatchNorm statistics following the balanced
+batches, as classifier-balancing) / tau-norm / NCM / post-hoc logit adjustment (its model
+re-evaluated, not retrained); the loss baselines train linear heads too, except LDAM-DRW
+(cosine, s = 30, step schedule). CBD's teacher `ce` and its second teacher `ce_2` (seed
+S + 1000) are cosine, as the official code; class-balanced sampling alone is CBD's own
+ablation (cosine, no teachers). Runs whose results exist are not retrained, so an
+interrupted comparison resumes. Every run is an ordinary `python -m cbd_tf.train`
+command; the table is rewritten after each seed, so a partial comparison is readable.
 
-tau-norm picks tau on a validation split, never the test split: the data set's own
-(mnist_pairs_lt, ImageNet-LT, ...), or for mnist_lt the bundled MNIST images in neither
-the training nor the test split (verified by content). That pool has no images of class 0
-(the head class uses all of them), so the sweep scores the mean per-class accuracy of
-classes 1-9. Data sets without one need --tau.
+tau-norm picks tau on a validation split, never the test split: the stage sweeps the data
+set's own (mnist_pairs_lt, ImageNet-LT, ...); for mnist_lt, which has none, tau is chosen
+here on the bundled MNIST images in neither its training nor its test split (verified by
+content). That pool has no images of class 0 (the head class uses all of them), so the
+sweep scores the mean per-class accuracy of classes 1-9. Data sets without a validation
+split need --tau.
 
 Writes workdir/compare.md, compare.json and compare.png.
 """
@@ -26,6 +31,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -36,25 +42,37 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 COLUMNS = ("top1", "many", "medium", "few", "ece")
-TAU_SWEEP = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-  """One training command in a seed directory: extra flags, and the runs it needs first."""
+  """One training command in a seed directory: extra flags, and the runs it needs first.
+  `posthoc_from` names a run whose trained model this one re-evaluates instead (copied, with
+  the flags applied to its config), so no training happens."""
   flags: Callable[[str, int, dict], list[str]]
   needs: tuple[str, ...] = ()
+  posthoc_from: str = ""
 
 
 def _teacher(*extra: str) -> Run:
   return Run(lambda seed_dir, seed, options: ["--stage=teacher", f"--seed={seed}", *extra])
 
 
+# Baselines their authors define on a linear layer with bias (classifier-balancing's
+# DotProductClassifier, logit adjustment's Dense): the joint CE model and the losses below.
+LINEAR = "--head=linear"
+
+
 def _decoupled(stage: str, *extra: str) -> Run:
-  return Run(lambda seed_dir, seed, options: [
-      f"--stage={stage}", f"--seed={seed}", f"--backbone_from={os.path.join(seed_dir, 'ce')}",
-      # Passes over the data, whatever steps per epoch the flagfile sets.
-      f"--epochs={options['decoupled_epochs']}", "--steps_per_epoch=0", *extra], needs=("ce",))
+  """A decoupled stage on the linear-head CE model, as Decoupling trains it."""
+  def flags(seed_dir, seed, options):
+    epochs = options.get("decoupled_epochs")
+    return [f"--stage={stage}", f"--seed={seed}",
+            f"--backbone_from={os.path.join(seed_dir, 'ce_linear')}",
+            # Passes over the data, whatever steps per epoch the flagfile sets.
+            *([f"--decoupled_epochs={epochs}"] if epochs else []), "--steps_per_epoch=0",
+            *extra]
+  return Run(flags, needs=("ce_linear",))
 
 
 def _student(*teachers: str) -> Run:
@@ -63,30 +81,50 @@ def _student(*teachers: str) -> Run:
       "--teachers=" + ",".join(os.path.join(seed_dir, t) for t in teachers)], needs=teachers)
 
 
+def _tau_norm() -> Run:
+  """tau swept by the stage on the data set's validation split; for mnist_lt (none), chosen
+  here on the bundled images in neither split (choose_tau) and passed as --tau."""
+  def flags(seed_dir, seed, options):
+    tau = options["tau"].get(seed)
+    return _decoupled("tau_norm", *([f"--tau={tau}"] if tau is not None else [])).flags(
+        seed_dir, seed, options)
+  return Run(flags, needs=("ce_linear",))
+
+
+def _ldam_drw() -> Run:
+  """LDAM-DRW's recipe: cosine head, s = 30, the step schedule; its 5 warmup epochs of 200
+  scaled to the run's length."""
+  return Run(lambda seed_dir, seed, options: [
+      "--stage=teacher", f"--seed={seed}", "--loss=ldam", "--lr_schedule=step",
+      f"--warmup_epochs={options['epochs'] * 5 / 200:g}"])
+
+
 RUNS: dict[str, Run] = {
     "ce": _teacher(),
     "ce_2": Run(lambda seed_dir, seed, options: ["--stage=teacher", f"--seed={seed + 1000}"]),
+    "ce_linear": _teacher(LINEAR),
     "cb_sampling": _teacher("--sampling=class_balanced"),
-    "crt": _decoupled("crt"),
-    "lws": _decoupled("lws"),
-    "tau_norm": Run(lambda seed_dir, seed, options: _decoupled(
-        "tau_norm", f"--tau={options['tau'][seed]}").flags(seed_dir, seed, options), needs=("ce",)),
+    "crt": _decoupled("crt", "--decoupled_batchnorm=train"),
+    "lws": _decoupled("lws", "--decoupled_batchnorm=train"),
+    "tau_norm": _tau_norm(),
     "ncm": _decoupled("ncm"),
-    "la_loss": _teacher("--loss=logit_adjusted"),
-    # tau_norm with tau = 1 is the CE teacher's own head; the adjustment happens at evaluation.
-    "la_posthoc": _decoupled("tau_norm", "--tau=1", "--posthoc_tau=1"),
-    "balanced_softmax": _teacher("--loss=balanced_softmax"),
-    "focal": _teacher("--loss=focal"),
-    "class_balanced": _teacher("--loss=class_balanced"),
-    "ldam_drw": _teacher("--loss=ldam"),
+    "la_loss": _teacher(LINEAR, "--loss=logit_adjusted"),
+    "la_posthoc": Run(lambda seed_dir, seed, options: ["--posthoc_tau=1"], needs=("ce_linear",),
+                      posthoc_from="ce_linear"),
+    "balanced_softmax": _teacher(LINEAR, "--loss=balanced_softmax"),
+    "focal": _teacher(LINEAR, "--loss=focal"),
+    "class_balanced": _teacher(LINEAR, "--loss=class_balanced"),
+    "class_balanced_focal": _teacher(LINEAR, "--loss=class_balanced_focal"),
+    "ldam_drw": _ldam_drw(),
     "cbd": _student("ce"),
     "cbd_ens": _student("ce", "ce_2"),
 }
 
-# Method name in the table -> the run whose metrics it reports.
+# Method name in the table -> the run whose metrics it reports; the head each row uses.
 METHODS = {
-    "CE (instance sampling)": "ce",
-    "CE, second teacher (seed + 1000)": "ce_2",
+    "CE (instance sampling)": "ce_linear",
+    "CE, cosine head (CBD's teacher)": "ce",
+    "CE, cosine head, second teacher (seed + 1000)": "ce_2",
     "class-balanced sampling": "cb_sampling",
     "cRT": "crt",
     "LWS": "lws",
@@ -97,6 +135,7 @@ METHODS = {
     "balanced softmax": "balanced_softmax",
     "focal": "focal",
     "class-balanced loss": "class_balanced",
+    "class-balanced focal": "class_balanced_focal",
     "LDAM-DRW": "ldam_drw",
     "CBD": "cbd",
     "CBD_ENS": "cbd_ens",
@@ -113,21 +152,26 @@ def _run_module(module: str, arguments: list[str]) -> None:
 def ensure_run(name: str, seed_dir: str, seed: int, options: dict) -> dict:
   """Trains run `name` (and what it needs) unless finished; returns its metrics with ece."""
   workdir = os.path.join(seed_dir, name)
-  for needed in RUNS[name].needs:
+  run = RUNS[name]
+  for needed in run.needs:
     ensure_run(needed, seed_dir, seed, options)
   metrics_path = os.path.join(workdir, "metrics.json")
-  if not os.path.exists(os.path.join(workdir, "final.weights.h5")):
+  if run.posthoc_from and not os.path.exists(metrics_path):
+    _reevaluate(os.path.join(seed_dir, run.posthoc_from), workdir, run.flags(seed_dir, seed, options))
+  elif not os.path.exists(os.path.join(workdir, "final.weights.h5")):
     if name == "tau_norm" and seed not in options["tau"]:
-      options["tau"][seed] = choose_tau(os.path.join(seed_dir, "ce"), options)
+      options["tau"][seed] = choose_tau(os.path.join(seed_dir, "ce_linear"), options)
     start = time.time()
     _run_module("cbd_tf.train", [f"--flagfile={options['flagfile']}", f"--workdir={workdir}",
-                                 *options["overrides"], *RUNS[name].flags(seed_dir, seed, options)])
+                                 *options["overrides"], *run.flags(seed_dir, seed, options)])
     print(f"  seed {seed} {name}: trained in {time.time() - start:.0f} s", flush=True)
-  if name == "tau_norm":
-    with open(os.path.join(workdir, "config.json")) as f:
-      options["tau"][seed] = json.load(f)["long_tail"]["tau"]
   with open(metrics_path) as f:
     metrics = json.load(f)
+  if name == "tau_norm":
+    options["tau"][seed] = metrics.get("tau", options["tau"].get(seed))
+    if "tau_sweep" in metrics:
+      options["sweeps"][workdir] = {t: {k: r.get(k) for k in COLUMNS}
+                                    for t, r in metrics["tau_sweep"].items()}
   if "ece" not in metrics:  # trained before calibration was measured
     _run_module("cbd_tf.evaluate", [f"--workdir={workdir}"])
     with open(metrics_path) as f:
@@ -135,15 +179,27 @@ def ensure_run(name: str, seed_dir: str, seed: int, options: dict) -> dict:
   return metrics
 
 
-def validation_split(config):
-  """The data set's validation split; for mnist_lt, which has none, the bundled MNIST images
-  in neither its training nor its test split."""
+def _reevaluate(trained_dir: str, workdir: str, flags: list[str]) -> None:
+  """Copies a finished run's model and config to `workdir`, applies `flags`
+  (--posthoc_tau=T only) to the config and evaluates it there."""
+  from cbd_tf import config as config_lib, run_dir  # pylint: disable=import-outside-toplevel
+  changes = dict(flag[2:].split("=", 1) for flag in flags)
+  if set(changes) != {"posthoc_tau"}:
+    raise ValueError(f"re-evaluation applies --posthoc_tau only, got {flags}")
+  os.makedirs(workdir, exist_ok=True)
+  for name in (run_dir.CLASSES, run_dir.FINAL_WEIGHTS):
+    shutil.copy(os.path.join(trained_dir, name), os.path.join(workdir, name))
+  config = config_lib.Config.load(os.path.join(trained_dir, run_dir.CONFIG)).replace(
+      workdir=workdir, long_tail={"posthoc_tau": float(changes["posthoc_tau"])})
+  config.save(os.path.join(workdir, run_dir.CONFIG))
+  _run_module("cbd_tf.evaluate", [f"--workdir={workdir}"])
+
+
+def mnist_lt_validation_pool(config):
+  """mnist_lt has no validation split: the bundled MNIST images in neither its training nor
+  its test split (verified by content)."""
   from cbd_tf.data import sources  # pylint: disable=import-outside-toplevel
   source = sources.load_source(config.data)
-  if source.val is not None:
-    return source.val, source.train_counts
-  if config.data.dataset != "mnist_lt":
-    raise ValueError(f"{config.data.dataset!r} has no validation split; pass --tau")
   digest = lambda image: hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
   used = {digest(image) for image in source.train.images} | {
       digest(image) for image in source.test.images}
@@ -154,19 +210,22 @@ def validation_split(config):
   return sources.Split(images[keep], labels[keep]), source.train_counts
 
 
-def choose_tau(backbone_dir: str, options: dict) -> float:
-  """tau with the best mean per-class accuracy on the validation split (TAU_SWEEP)."""
+def choose_tau(backbone_dir: str, options: dict) -> float | None:
+  """--tau if given; for mnist_lt the tau with the best mean per-class accuracy on its
+  validation pool; otherwise None: the stage sweeps the data set's validation split."""
   from cbd_tf import decoupled, run_dir  # pylint: disable=import-outside-toplevel
   from cbd_tf.data import pipeline  # pylint: disable=import-outside-toplevel
   if options["fixed_tau"] is not None:
     return options["fixed_tau"]
+  if options["dataset"] != "mnist_lt":
+    return None
   model, config = run_dir.load_classifier(backbone_dir)
-  split, train_counts = validation_split(config)
+  split, train_counts = mnist_lt_validation_pool(config)
   sweep = decoupled.sweep_tau(model, pipeline.build_eval_dataset(split, config.data),
-                              train_counts, TAU_SWEEP)
+                              train_counts, decoupled.TAU_SWEEP)
   tau = decoupled.best_tau(sweep)
   options["sweeps"][backbone_dir] = {str(t): {k: r[k] for k in COLUMNS} for t, r in sweep.items()}
-  print(f"  tau sweep on the validation split ({len(split)} images) of {backbone_dir}: "
+  print(f"  tau sweep on the validation pool ({len(split)} images) of {backbone_dir}: "
         + ", ".join(f"{t:g}: {100 * r['top1']:.1f}" for t, r in sweep.items())
         + f" -> tau = {tau:g}", flush=True)
   return tau
@@ -251,8 +310,9 @@ def main() -> None:
                       help="comma-separated method names or run names: "
                       + ", ".join(f"{m} ({r})" for m, r in METHODS.items()))
   parser.add_argument("--epochs", type=int, default=0, help="override the flagfile's epochs")
-  parser.add_argument("--decoupled_epochs", type=int, default=10,
-                      help="epochs of cRT / LWS training on the frozen backbone")
+  parser.add_argument("--decoupled_epochs", type=int, default=0,
+                      help="epochs of cRT / LWS on the frozen backbone; 0: the stage's recipe "
+                      "(cRT 10, LWS 5)")
   parser.add_argument("--tau", type=float, default=None, help="fixed tau; default: sweep")
   parser.add_argument("--extra", default="", help="more train flags, space-separated")
   args = parser.parse_args()
@@ -275,8 +335,9 @@ def main() -> None:
   options = {"flagfile": args.flagfile, "overrides": overrides,
              "decoupled_epochs": args.decoupled_epochs, "fixed_tau": args.tau, "tau": {},
              "sweeps": {}, "dataset": dataset,
-             "epochs_note": f"{args.epochs or flagfile_value('epochs', '?')} epochs "
-                            f"(cRT/LWS {args.decoupled_epochs})"}
+             "epochs": args.epochs or int(flagfile_value("epochs", "90")),
+             "epochs_note": f"{args.epochs or flagfile_value('epochs', '90')} epochs (cRT/LWS "
+                            f"{args.decoupled_epochs or '10/5'})"}
   previous = os.path.join(workdir, "compare.json")
   if os.path.exists(previous):  # sweeps of tau-norm runs trained by an earlier invocation
     with open(previous) as f:

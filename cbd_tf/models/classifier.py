@@ -1,4 +1,4 @@
-"""Classifier: backbone (+ projection for CBD students) + cosine head; stage-one train_step."""
+"""Classifier: backbone (+ projection for CBD students) + head; stage-one train_step."""
 
 from __future__ import annotations
 
@@ -35,13 +35,17 @@ class Classifier(keras.Model):
   """Images in [0, 1] of shape (N, S, S, 3) -> logits (N, C).
 
   `embed` gives the feature the head sees: the backbone's pooled embedding, or, with
-  `projection_dim` > 0 (a CBD student), that embedding after Dense + ReLU.
+  `projection_dim` > 0 (a CBD student), that embedding after Dense + ReLU. `head` is
+  cosine (CBD's), linear (Dense with bias) or ncm (written by --stage=ncm); see
+  cbd_tf/models/heads.py for what `head_norm_power` (tau-norm; None: the head as trained)
+  and `class_scales` (LWS) do to each.
   """
 
   def __init__(self, backbone: str, num_classes: int, image_size: int,
                cosine_scale: float = 20.0, projection_dim: int = 0,
-               sync_batchnorm: bool = False, head_norm_power: float = 1.0,
-               class_scales: bool = False, **kwargs):
+               sync_batchnorm: bool = False, head_norm_power: float | None = None,
+               class_scales: bool = False, head: str = "cosine", ncm_features: str = "cl2n",
+               ncm_distance: str = "euclidean", **kwargs):
     super().__init__(**kwargs)
     self.backbone_name = backbone
     self.num_classes = num_classes
@@ -51,10 +55,14 @@ class Classifier(keras.Model):
     self.sync_batchnorm = sync_batchnorm
     self.head_norm_power = head_norm_power
     self.class_scales = class_scales
+    self.head_kind = head
+    self.ncm_features = ncm_features
+    self.ncm_distance = ncm_distance
     self.backbone = resnet.build_backbone(backbone, image_size, sync_batchnorm)
     self.projection = heads.ProjectionHead(projection_dim, name="projection") if projection_dim else None
-    self.head = heads.CosineClassifier(num_classes, cosine_scale, norm_power=head_norm_power,
-                                       class_scales=class_scales, name="head")
+    self.head = heads.build_head(head, num_classes, cosine_scale, norm_power=head_norm_power,
+                                 class_scales=class_scales, ncm_features=ncm_features,
+                                 ncm_distance=ncm_distance)
     self.weight_decay = 0.0
     self.loss_fn = losses.cross_entropy_loss
     self.loss_metric = keras.metrics.Mean(name="loss")
@@ -136,7 +144,8 @@ class Classifier(keras.Model):
             "num_classes": self.num_classes, "image_size": self.image_size,
             "cosine_scale": self.cosine_scale, "projection_dim": self.projection_dim,
             "sync_batchnorm": self.sync_batchnorm, "head_norm_power": self.head_norm_power,
-            "class_scales": self.class_scales}
+            "class_scales": self.class_scales, "head": self.head_kind,
+            "ncm_features": self.ncm_features, "ncm_distance": self.ncm_distance}
 
   @classmethod
   def from_config(cls, config):

@@ -1,0 +1,190 @@
+"""LDAM-DRW, focal and class-balanced focal against their authors' code, written out here
+with the TF ops closest to theirs (not calling ours):
+
+  kaidic/LDAM-DRW losses.py            LDAMLoss.forward, focal_loss / FocalLoss
+  kaidic/LDAM-DRW cifar_train.py       DRW per_cls_weights (betas [0, 0.9999], epoch // 160),
+                                       FocalLoss(gamma=1), LDAMLoss(max_m=0.5, s=30)
+  richardaecn/class-balanced-loss      tpu/models/official/resnet/resnet_main.py: focal_loss
+                                       and the tiled per-example weights; run_*.sh: beta 0.999,
+                                       gamma 0.5
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cbd_tf import config as config_lib
+from cbd_tf import long_tail_losses
+from tests import helpers
+
+# CIFAR-10-LT (imbalance 100) class counts, as LDAM-DRW's IMBALANCECIFAR10 draws them.
+COUNTS = np.array([int(5000 * 0.01 ** (c / 9)) for c in range(10)])
+SIGMA = 20.0  # our cosine head's scale, which LDAM divides out
+
+
+def _batch(seed=0, size=64):
+  rng = np.random.default_rng(seed)
+  labels = rng.choice(len(COUNTS), size=size, p=COUNTS / COUNTS.sum())
+  cosines = rng.uniform(-1, 1, (size, len(COUNTS))).astype(np.float32)
+  return labels, cosines
+
+
+def _torch_cross_entropy(logits, target, weight=None):
+  """F.cross_entropy(logits, target, weight=weight): the weighted mean sum w_y nll / sum w_y."""
+  nll = -tf.gather(tf.nn.log_softmax(logits, axis=-1), target, axis=1, batch_dims=1)
+  if weight is None:
+    return tf.reduce_mean(nll)
+  w = tf.gather(tf.constant(weight, tf.float32), target)
+  return tf.reduce_sum(w * nll) / tf.reduce_sum(w)
+
+
+def _their_ldam(x, target, cls_num_list, max_m=0.5, s=30, weight=None):
+  """LDAM-DRW losses.py, LDAMLoss(cls_num_list, max_m, weight, s)(x, target); x = cosines."""
+  m_list = 1.0 / np.sqrt(np.sqrt(cls_num_list))
+  m_list = m_list * (max_m / np.max(m_list))
+  index = tf.cast(tf.one_hot(target, x.shape[1]), tf.bool)
+  index_float = tf.cast(index, tf.float32)
+  batch_m = tf.matmul(tf.constant(m_list[None, :], tf.float32), tf.transpose(index_float))
+  batch_m = tf.reshape(batch_m, (-1, 1))
+  x_m = x - batch_m
+  output = tf.where(index, x_m, x)
+  return _torch_cross_entropy(s * output, target, weight)
+
+
+def _their_drw_weights(epoch, cls_num_list):
+  """LDAM-DRW cifar_train.py, train_rule 'DRW'."""
+  idx = epoch // 160
+  betas = [0, 0.9999]
+  effective_num = 1.0 - np.power(betas[idx], cls_num_list)
+  per_cls_weights = (1.0 - betas[idx]) / np.array(effective_num)
+  return per_cls_weights / np.sum(per_cls_weights) * len(cls_num_list)
+
+
+def test_ldam_drw_is_their_weighted_mean_with_s_30():
+  labels, cosines = _batch()
+  settings = config_lib.LongTailConfig(loss="ldam")
+  assert (settings.ldam_scale, settings.ldam_max_margin, settings.class_balanced_beta) == (
+      30.0, 0.5, 0.9999)
+  loss, (drw,) = long_tail_losses.build_loss(settings, COUNTS, cosine_scale=SIGMA, epochs=200)
+  logits = SIGMA * cosines  # what our cosine head gives
+  for epoch in (0, 159, 160, 199):
+    drw.on_epoch_begin(epoch)
+    theirs = float(_their_ldam(cosines, labels, COUNTS, weight=_their_drw_weights(epoch, COUNTS)))
+    assert float(loss(labels, logits)) == pytest.approx(theirs, rel=1e-5), epoch
+  # After DRW starts, the old mean(w * CE) is far from theirs (0.17x on CIFAR-10-LT).
+  weights = _their_drw_weights(199, COUNTS)
+  nll = -tf.gather(tf.nn.log_softmax(30 * cosines), labels, axis=1, batch_dims=1)
+  old = float(tf.reduce_mean(tf.gather(weights, labels) * tf.cast(nll, tf.float64)))
+  assert old / theirs < 0.5
+
+
+def test_focal_is_ldam_drw_focal_with_gamma_1():
+  labels, cosines = _batch(seed=1)
+  logits = 5.0 * cosines
+  settings = config_lib.LongTailConfig(loss="focal")
+  assert settings.focal_gamma == 1.0
+  loss, _ = long_tail_losses.build_loss(settings, COUNTS)
+  for gamma in (1.0, 2.0):
+    # LDAM-DRW losses.py: FocalLoss(weight=None, gamma)(input, target).
+    input_values = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    p = tf.exp(-input_values)
+    theirs = float(tf.reduce_mean((1 - p) ** gamma * input_values))
+    ours = long_tail_losses.build_loss(config_lib.LongTailConfig(loss="focal", focal_gamma=gamma),
+                                       COUNTS)[0]
+    assert float(ours(labels, logits)) == pytest.approx(theirs, rel=1e-5)
+    if gamma == 1.0:
+      assert float(loss(labels, logits)) == pytest.approx(theirs, rel=1e-5)
+
+
+def _their_class_balanced_focal(labels, logits, img_num_per_cls, beta, gamma):
+  """class-balanced-loss resnet_main.py: the weights of resnet_model_fn, then focal_loss."""
+  num_classes = len(img_num_per_cls)
+  one_hot_labels = tf.one_hot(labels, num_classes)
+  effective_num = 1.0 - np.power(beta, img_num_per_cls)
+  weights = (1.0 - beta) / np.array(effective_num)
+  weights = weights / np.sum(weights) * num_classes
+  weights = tf.cast(weights, dtype=tf.float32)
+  weights = tf.expand_dims(weights, 0)
+  weights = tf.tile(weights, [tf.shape(one_hot_labels)[0], 1]) * one_hot_labels
+  weights = tf.reduce_sum(weights, axis=1)
+  weights = tf.expand_dims(weights, 1)
+  alpha = tf.tile(weights, [1, num_classes])
+  cross_entropy = tf.nn.sigmoid_cross_entropy_with_logits(labels=one_hot_labels, logits=logits)
+  modulator = tf.exp(-gamma * one_hot_labels * logits - gamma * tf.math.log1p(
+      tf.exp(-1.0 * logits)))
+  focal_loss = tf.reduce_sum(alpha * modulator * cross_entropy)
+  return focal_loss / tf.reduce_sum(one_hot_labels)
+
+
+def test_class_balanced_focal_is_cui_et_al_sigmoid_focal():
+  labels, cosines = _batch(seed=2)
+  logits = SIGMA * cosines
+  settings = config_lib.LongTailConfig(loss="class_balanced_focal")
+  assert (settings.class_balanced_focal_beta, settings.class_balanced_focal_gamma) == (0.999, 0.5)
+  assert config_lib.LongTailConfig().class_balanced_beta == 0.9999  # --loss=class_balanced's
+  loss, callbacks = long_tail_losses.build_loss(settings, COUNTS)
+  assert not callbacks
+  theirs = float(_their_class_balanced_focal(labels, logits, COUNTS, 0.999, 0.5))
+  assert float(loss(labels, logits)) == pytest.approx(theirs, rel=1e-5)
+  for beta, gamma in ((0.9999, 1.0), (0.99, 0.0)):
+    changed = config_lib.LongTailConfig(loss="class_balanced_focal",
+                                        class_balanced_focal_beta=beta,
+                                        class_balanced_focal_gamma=gamma)
+    theirs = float(_their_class_balanced_focal(labels, logits, COUNTS, beta, gamma))
+    assert float(long_tail_losses.build_loss(changed, COUNTS)[0](labels, logits)) == (
+        pytest.approx(theirs, rel=1e-5))
+  # Where exp(-z) overflows float32 theirs loses the modulator of the true class (0 for 1);
+  # here it stays (1 - sigmoid(-100))^0.5 = 1, so the loss is w_0 * softplus(100) = w_0 * 100.
+  far = float(long_tail_losses.class_balanced_focal_loss([0], [[-100.0, -100.0]], [0.4, 1.6], 0.5))
+  assert far == pytest.approx(0.4 * 100, rel=1e-5)
+
+
+def test_ldam_weighted_mean_spans_the_replicas():
+  # One LDAM-DRW step on 2 logical CPUs (MirroredStrategy) equals one device; each replica
+  # dividing by its own sum of weights does not (the batch splits frequent / rare classes).
+  result = helpers.run_module("tests.ldam_replicas")
+  assert result.returncode == 0, result.stderr[-3000:]
+  values = {name: float(value) for name, value in
+            (line.split() for line in result.stdout.splitlines() if line.count(" ") == 1)}
+  assert values["all_reduced_difference"] < 1e-4
+  assert values["per_replica_difference"] > 1e-2
+  assert values["all_reduced_loss"] == pytest.approx(values["single_loss"], rel=1e-5)
+  assert values["per_replica_loss"] != pytest.approx(values["single_loss"], rel=1e-2)
+
+
+@pytest.mark.parametrize("argv, section, expected", [
+    ([], "optimizer", {"lr_schedule": "cosine", "resolved_warmup_epochs": 0.0}),
+    (["--lr_schedule=step", "--epochs=200"], "optimizer",
+     {"lr_schedule": "step", "resolved_warmup_epochs": 5.0}),
+    (["--lr_schedule=step", "--epochs=200", "--warmup_epochs=0"], "optimizer",
+     {"resolved_warmup_epochs": 0.0}),
+    (["--loss=ldam", "--ldam_scale=16"], "long_tail", {"ldam_scale": 16.0}),
+    (["--loss=class_balanced_focal", "--class_balanced_focal_beta=0.99",
+      "--class_balanced_focal_gamma=2"], "long_tail",
+     {"class_balanced_focal_beta": 0.99, "class_balanced_focal_gamma": 2.0}),
+    (["--loss=class_balanced"], "long_tail", {"class_balanced_beta": 0.9999, "focal_gamma": 1.0}),
+])
+def test_flags(argv, section, expected):
+  from cbd_tf import flags  # pylint: disable=import-outside-toplevel
+  flags.FLAGS.unparse_flags()
+  try:
+    flags.FLAGS(["train", "--workdir=/tmp/w", *argv])
+    config = flags.config_from_flags().validate()
+  finally:
+    flags.FLAGS.unparse_flags()
+  for name, value in expected.items():
+    assert getattr(getattr(config, section), name) == value
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"optimizer": {"lr_schedule": "linear"}}, "unknown lr_schedule 'linear'; valid: cosine, step"),
+    ({"optimizer": {"lr_schedule": "step", "epochs": 5}},
+     "warmup of 5 epochs must be shorter than --epochs=5; set --warmup_epochs"),
+    ({"long_tail": {"loss": "ldam", "ldam_scale": 0.0}}, "ldam_scale must be positive"),
+    ({"long_tail": {"class_balanced_focal_beta": 1.0}}, "class_balanced_focal_beta must be in"),
+    ({"long_tail": {"class_balanced_focal_gamma": -1.0}},
+     "class_balanced_focal_gamma must be >= 0"),
+])
+def test_bad_settings_name_the_problem(changes, message):
+  with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+    config_lib.Config(workdir="/tmp/x").replace(**changes).validate()
