@@ -26,3 +26,14 @@ def run_module(module, *args, timeout=600):
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
   return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def config_from_argv(*argv):
+  """The validated Config the training CLI builds from `argv` (flags left unparsed after)."""
+  from cbd_tf import flags  # pylint: disable=import-outside-toplevel
+  flags.FLAGS.unparse_flags()
+  try:
+    flags.FLAGS(["train", *argv])
+    return flags.config_from_flags().validate()
+  finally:
+    flags.FLAGS.unparse_flags()

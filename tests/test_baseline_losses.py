@@ -165,13 +165,7 @@ def test_ldam_weighted_mean_spans_the_replicas():
     (["--loss=class_balanced"], "long_tail", {"class_balanced_beta": 0.9999, "focal_gamma": 1.0}),
 ])
 def test_flags(argv, section, expected):
-  from cbd_tf import flags  # pylint: disable=import-outside-toplevel
-  flags.FLAGS.unparse_flags()
-  try:
-    flags.FLAGS(["train", "--workdir=/tmp/w", *argv])
-    config = flags.config_from_flags().validate()
-  finally:
-    flags.FLAGS.unparse_flags()
+  config = helpers.config_from_argv("--workdir=/tmp/w", *argv)
   for name, value in expected.items():
     assert getattr(getattr(config, section), name) == value
 

@@ -186,15 +186,9 @@ def test_stage_epochs_when_decoupled_epochs_is_not_given():
 @pytest.mark.parametrize("argv, stage_epochs", [(["--epochs=200"], 10),
                                                 (["--epochs=200", "--decoupled_epochs=30"], 30)])
 def test_epochs_flag(argv, stage_epochs):
-  from cbd_tf import flags  # pylint: disable=import-outside-toplevel
-  flags.FLAGS.unparse_flags()
-  try:
-    flags.FLAGS(["train", "--workdir=/tmp/w", "--stage=crt", "--backbone_from=/r", "--head=linear",
-                 "--decoupled_batchnorm=train", "--ncm_features=l2n", "--ncm_distance=cosine",
-                 *argv])
-    config = flags.config_from_flags().validate()
-  finally:
-    flags.FLAGS.unparse_flags()
+  config = helpers.config_from_argv(
+      "--workdir=/tmp/w", "--stage=crt", "--backbone_from=/r", "--head=linear",
+      "--decoupled_batchnorm=train", "--ncm_features=l2n", "--ncm_distance=cosine", *argv)
   assert config.epochs == stage_epochs and config.model.head == "linear"
   assert config.long_tail.tau is None
   assert (config.long_tail.decoupled_batchnorm, config.long_tail.ncm_features,

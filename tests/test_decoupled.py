@@ -8,6 +8,7 @@ import pytest
 from cbd_tf import config as config_lib
 from cbd_tf import decoupled, run_dir, stages
 from cbd_tf.models import heads
+from tests import helpers
 
 
 class _IdentityEmbedding:
@@ -190,13 +191,7 @@ def test_decoupled_stage_needs_a_finished_backbone(tmp_path, trained_runs):
     (["--stage=ncm", "--backbone_from=/r"], {"backbone_from": "/r"}),
 ])
 def test_every_method_selectable_from_flags(argv, expected):
-  from cbd_tf import flags  # pylint: disable=import-outside-toplevel
-  flags.FLAGS.unparse_flags()
-  try:
-    flags.FLAGS(["train", "--workdir=/tmp/w", *argv])
-    config = flags.config_from_flags().validate()
-  finally:
-    flags.FLAGS.unparse_flags()
+  config = helpers.config_from_argv("--workdir=/tmp/w", *argv)
   for name, value in expected.items():
     assert getattr(config.long_tail, name) == value
   stage = next((a.split("=")[1] for a in argv if a.startswith("--stage=")), "teacher")

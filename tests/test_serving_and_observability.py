@@ -3,6 +3,7 @@
 import glob
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -50,7 +51,9 @@ def test_served_probabilities_match_in_memory_model(pipeline_dir, tmp_path):  # 
 def test_export_has_both_signatures_assets_and_no_teacher(pipeline_dir):  # noqa: F811
   workdir, _ = pipeline_dir
   export_dir = os.path.join(workdir, "export")
-  shown = subprocess.run(["saved_model_cli", "show", "--all", "--dir", export_dir],
+  # The venv's script, whether or not the venv is activated.
+  cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+  shown = subprocess.run([cli, "show", "--all", "--dir", export_dir],
                          capture_output=True, text=True, check=True).stdout
   for text in ("signature_def['serving_default']", "inputs['image_bytes']",
                "signature_def['predict_images']", "inputs['images']", "outputs['probabilities']",

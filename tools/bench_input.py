@@ -1,7 +1,7 @@
 """Images/s of cbd_tf's input preprocessing against the official CBD pipeline, both built
 in this process and measured interleaved.
 
-  python -m tools.bench_input                    # 384 generated JPEGs, ~2 minutes on 2 cores
+  python -m tools.bench_input                    # 384 generated JPEGs, ~3 minutes on 2 cores
   python -m tools.bench_input --tiny             # seconds; what the test suite runs
   python -m tools.bench_input --data_dir=DIR     # your own JPEGs (searched recursively)
 
