@@ -2,7 +2,7 @@
 
   python -m cbd_tf.export --workdir=RUN_DIR --output=EXPORT_DIR [--top_k=5]
 
-The export holds the classifier only (backbone, projection, cosine head): no teacher,
+The export holds the classifier only (backbone, projection, classifier head): no teacher,
 no optimiser state. Signatures:
   serving_default(image_bytes: string [N])     JPEG / PNG / GIF / BMP bytes of any size,
                                                preprocessed in the graph as in evaluation

@@ -35,7 +35,7 @@ def test_pipeline_trains_every_run_and_prints_comparison(pipeline_dir):
   assert student["model"]["projection_dim"] == 128  # two resnet8 teachers of width 64
   assert student["distill"]["teachers"] == [os.path.join(workdir, "teachers", n)
                                             for n in ("vanilla_1", "jitter_1")]
-  assert student["data"]["image_size"] == 16  # smoke.flags overrides the included demo.flags
+  assert student["data"]["batch_size"] == 16  # smoke.flags overrides the included demo.flags
   with open(os.path.join(workdir, "teachers", "jitter_1", "config.json")) as f:
     assert json.load(f)["data"]["augmentation"] == "jitter"
 
