@@ -1,7 +1,29 @@
-"""cbd_tf: Class-Balanced Distillation (Iscen et al., BMVC 2021) for long-tailed images."""
+"""cbd_tf: Class-Balanced Distillation (Iscen et al., BMVC 2021) for long-tailed images.
 
-from cbd_tf.distiller import CBDDistiller
-from cbd_tf.losses import cbd_loss, feature_distillation_loss
-from cbd_tf.models.classifier import Classifier
+The public Keras API below is imported on first access, so `import cbd_tf.config` (a
+notebook building a Config, a tool reading config.json) does not load TensorFlow.
+"""
+
+import importlib
+
+# Public name -> the module that defines it.
+_PUBLIC = {
+    "CBDDistiller": "cbd_tf.distiller",
+    "Classifier": "cbd_tf.models.classifier",
+    "cbd_loss": "cbd_tf.losses",
+    "feature_distillation_loss": "cbd_tf.losses",
+}
 
 __all__ = ["CBDDistiller", "Classifier", "cbd_loss", "feature_distillation_loss"]
+
+
+def __getattr__(name):
+  if name not in _PUBLIC:
+    raise AttributeError(f"module 'cbd_tf' has no attribute {name!r}")
+  value = getattr(importlib.import_module(_PUBLIC[name]), name)
+  globals()[name] = value  # later accesses skip __getattr__
+  return value
+
+
+def __dir__():
+  return sorted(set(globals()) | set(__all__))

@@ -141,16 +141,3 @@ class Profile(keras.callbacks.Callback):
     if self.active:
       tf.profiler.experimental.stop()
       self.active = False
-
-
-class SamplingProgress(keras.callbacks.Callback):
-  """Sets the `progressive` sampler's t = step / total steps before every step."""
-
-  def __init__(self, progress: tf.Variable, total_steps: int):
-    super().__init__()
-    self.progress = progress
-    self.total_steps = total_steps
-
-  def on_train_batch_begin(self, batch, logs=None):
-    step = int(self.model.optimizer.iterations.numpy())
-    self.progress.assign(min(step / self.total_steps, 1.0))

@@ -2,6 +2,10 @@
 
 Standard library only, so a notebook can build a `Config` without absl, and a run
 directory's `config.json` can be read back without TensorFlow.
+
+Each setting is declared once, here: its field carries its default, its flag name and its
+help (`setting`), and cbd_tf/flags.py generates the flags and `config_from_flags` from them.
+Fields a run fills in (`run_value`) have no flag.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ LOSSES = ("ce", "logit_adjusted", "balanced_softmax", "focal", "class_balanced",
 LR_SCHEDULES = ("cosine", "step")
 DEFAULT_WARMUP_EPOCHS = {"cosine": 0.0, "step": 5.0}
 AUGMENTATIONS = ("standard", "jitter")
+# The paper calls the standard augmentation "vanilla": teacher specs (vanilla:1) and teacher
+# run directories (teachers/vanilla_1) use that name, and --augmentation accepts it too.
+AUGMENTATION_ALIASES = {"vanilla": "standard"}
+TEACHER_RUN_NAMES = {"standard": "vanilla"}
 # Classifier heads --head trains (cbd_tf/models/heads.py); --stage=ncm writes an NCM head.
 HEADS = ("cosine", "linear")
 # --stage=ncm, as classifier-balancing's KNNClassifier (feat_type / dist_type).
@@ -37,75 +45,144 @@ STAGE_EPOCHS = {"crt": 10, "lws": 5}
 SAMPLING_METHODS = ("auto", "index", "per_class", "rejection", "resample")
 
 
+def setting(default: Any, flag: str, help_text: str, choices: tuple[str, ...] = (),
+            required: bool = False) -> Any:
+  """A field the command line sets as --`flag`; cbd_tf/flags.py defines the flag from it.
+
+  `choices`: the values the flag accepts (an enum flag). `required`: the flag has no default
+  (absl's None) and validate() asks for it; the field's default stands for "not given".
+  """
+  return dataclasses.field(default=default, metadata={
+      "flag": flag, "help": help_text, "choices": choices, "required": required})
+
+
+def run_value(default: Any, help_text: str) -> Any:
+  """A field the run fills in and config.json records; no flag sets it."""
+  return dataclasses.field(default=default, metadata={"flag": None, "help": help_text})
+
+
+def flag_fields(section: Any) -> list[dataclasses.Field]:
+  """The fields of a config dataclass that a flag sets, in declaration order."""
+  return [field for field in dataclasses.fields(section) if field.metadata.get("flag")]
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  dataset: str = "mnist_lt"
-  data_dir: str = ""
-  image_size: int = 224
-  imbalance_ratio: float = 100.0
-  # Empty means the stage's default: instance for teachers, class_balanced for students.
-  sampling: str = ""
-  # One of SAMPLING_METHODS. Only index (auto) resumes in constant time; the others
-  # skip to the resumed step.
-  sampling_method: str = "auto"
-  augmentation: str = "standard"  # "jitter" adds SimCLR colour jitter + grayscale.
-  crop_min_area: float = 0.05
-  horizontal_flip: bool = True
-  # Evaluation resizes the short side to image_size / eval_crop_fraction, then
-  # centre-crops image_size (224 / 256 on ImageNet; 1.0 means no crop).
-  eval_crop_fraction: float = 224 / 256
-  batch_size: int = 128
-  eval_batch_size: int = 256
-  # Real data sets (cbd_tf/data/sources.py). TFDS prepares under data_dir; manual_dir
-  # holds manually downloaded archives (ImageNet for imagenet_lt).
-  manual_dir: str = ""
-  # file_list / places_lt: 'relative/path label' lines, paths relative to data_dir.
-  train_list: str = ""
-  val_list: str = ""
-  test_list: str = ""
-  # 0: one more than the largest training label (file_list, tfrecord).
-  num_classes: int = 0
-  # tfrecord: comma-separated glob patterns of tf.train.Example files.
-  tfrecord_train: str = ""
-  tfrecord_test: str = ""
-  tfrecord_val: str = ""  # optional validation files
-  tfrecord_image_key: str = "image"
-  tfrecord_label_key: str = "label"
-  # Decode every image file once before training and leave out those that fail.
-  validate_images: bool = True
-  # Exported TFDS/TFRecord images, file checks, skipped_files.txt; "" is the temp dir.
-  cache_dir: str = ""
-  randaugment: bool = False
-  randaugment_num_ops: int = 2
-  randaugment_magnitude: float = 9.0
+  dataset: str = setting("mnist_lt", "dataset", "Data set name, e.g. mnist_lt.")
+  data_dir: str = setting("", "data_dir", "Where the data set lives, if not bundled.")
+  image_size: int = setting(224, "image_size", "Square input size of the model.")
+  imbalance_ratio: float = setting(
+      100.0, "imbalance_ratio",
+      "rho = largest / smallest class for generated long-tailed splits.")
+  # Empty: the stage's default (Config.sampling).
+  sampling: str = setting(
+      "", "sampling", "instance | class_balanced | sqrt | progressive (instance to "
+      "class-balanced over the run). Empty: instance for teachers, class_balanced for students.")
+  sampling_method: str = setting(
+      "auto", "sampling_method",
+      "How the training stream is drawn: auto (= index) | index | per_class | rejection | "
+      "resample (the reference's copies in a row + 1,000-record shuffle buffer). index is the "
+      "default: it draws independently, while resample repeats 12.5% (ImageNet-LT-like) / "
+      "15.2% (iNaturalist-like) of a 128-batch against 0.3% / 0.1% for independent draws. "
+      "Only index resumes in constant time; the others skip to the resumed step.",
+      choices=SAMPLING_METHODS)
+  augmentation: str = setting(
+      "standard", "augmentation",
+      "standard (also called vanilla) | jitter (SimCLR colour jitter + grayscale) for "
+      "--stage=teacher.", choices=AUGMENTATIONS + tuple(AUGMENTATION_ALIASES))
+  crop_min_area: float = setting(
+      0.05, "crop_min_area", "Smallest area fraction of the training random resized crop.")
+  horizontal_flip: bool = setting(True, "horizontal_flip", "Random horizontal flips.")
+  # 224 / 256 on ImageNet: resize the short side to image_size / fraction, crop image_size;
+  # 1.0 means no crop.
+  eval_crop_fraction: float = setting(
+      224 / 256, "eval_crop_fraction",
+      "Evaluation centre crop as a fraction of the resized short side.")
+  batch_size: int = setting(128, "batch_size", "Global training batch size.")
+  eval_batch_size: int = setting(256, "eval_batch_size", "Evaluation batch size.")
+  # Real data sets (cbd_tf/data/sources.py). TFDS prepares under data_dir; list paths are
+  # relative to data_dir.
+  manual_dir: str = setting(
+      "", "manual_dir", "TFDS manual-download directory (ImageNet tars for imagenet_lt).")
+  train_list: str = setting(
+      "", "train_list", "file_list / places_lt: training list of 'relative/path label' lines.")
+  val_list: str = setting(
+      "", "val_list", "file_list / places_lt: validation list (periodic evaluation).")
+  test_list: str = setting(
+      "", "test_list", "file_list / places_lt: test list, evaluated once at the end (without "
+      "it, --val_list is the test split).")
+  num_classes: int = setting(
+      0, "num_classes", "Classes of file_list / tfrecord data; 0: largest training label + 1.")
+  tfrecord_train: str = setting(
+      "", "tfrecord_train", "tfrecord: comma-separated glob patterns of the training files.")
+  tfrecord_test: str = setting(
+      "", "tfrecord_test", "tfrecord: comma-separated glob patterns of the evaluation files.")
+  tfrecord_val: str = setting(
+      "", "tfrecord_val",
+      "tfrecord: optional glob patterns of validation files (periodic evaluation).")
+  tfrecord_image_key: str = setting(
+      "image", "tfrecord_image_key",
+      "tfrecord: tf.train.Example feature holding the encoded image.")
+  tfrecord_label_key: str = setting(
+      "label", "tfrecord_label_key", "tfrecord: tf.train.Example int64 feature holding the label.")
+  validate_images: bool = setting(
+      True, "validate_images",
+      "Decode every image file once before training; leave out those that fail.")
+  # Resolved by Config: empty means WORKDIR/data_cache (see Config.__post_init__).
+  cache_dir: str = setting(
+      "", "data_cache_dir",
+      "Exported TFDS/TFRecord images and image checks; empty: WORKDIR/data_cache.")
+  randaugment: bool = setting(False, "randaugment", "RandAugment in training.")
+  randaugment_num_ops: int = setting(
+      2, "randaugment_num_ops", "RandAugment operations per image.")
+  randaugment_magnitude: float = setting(
+      9.0, "randaugment_magnitude", "RandAugment magnitude, 0-10.")
+
+  def __post_init__(self):
+    # One name per augmentation in config.json, whichever spelling the user wrote.
+    object.__setattr__(self, "augmentation",
+                       AUGMENTATION_ALIASES.get(self.augmentation, self.augmentation))
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  backbone: str = "resnet50"
-  cosine_scale: float = 20.0
-  head: str = "cosine"  # one of HEADS: cosine (CBD, LDAM) or linear (Dense with bias)
-  # Student only: width of the projection head; set from the teachers at run time.
-  projection_dim: int = 0
-  # Head variants written by decoupled stages: each class weight divided by its raw
-  # norm^head_norm_power (tau-norm; None: the head as trained, which for the cosine head is
-  # 1 and for the linear head keeps its bias), per-class logit scales (LWS).
-  head_norm_power: float | None = None
-  class_scales: bool = False
+  backbone: str = setting("resnet50", "backbone", "Backbone name, e.g. resnet50, resnet32.")
+  cosine_scale: float = setting(20.0, "cosine_scale", "sigma of the cosine classifier.")
+  head: str = setting(
+      "cosine", "head", "Classifier head: cosine (sigma * cos, no bias; CBD, LDAM) | linear "
+      "(Dense with bias, as the Decoupling / logit adjustment / balanced softmax baselines).",
+      choices=HEADS)
+  projection_dim: int = run_value(
+      0, "Student only: width of the projection head, the teachers' embeddings concatenated "
+      "(set by trainers.student_config); 0: no projection head.")
+  # Written by decoupled stages from long_tail.tau (tau_norm), crt and lws.
+  head_norm_power: float | None = run_value(
+      None, "Each class weight divided by its raw norm^head_norm_power (tau-norm); None: the "
+      "head as trained (1 for the cosine head; the linear head keeps its bias).")
+  class_scales: bool = run_value(False, "Per-class logit scales (LWS).")
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-  # Learning rate per 256 images; the run uses learning_rate * batch_size / 256.
-  learning_rate: float = 0.1
-  momentum: float = 0.9
-  weight_decay: float = 5e-4
-  # Teacher / student epochs; cRT and LWS take long_tail.decoupled_epochs (Config.epochs).
-  epochs: int = 90
-  lr_schedule: str = "cosine"
-  warmup_epochs: float = -1.0  # negative: the schedule's own (DEFAULT_WARMUP_EPOCHS)
-  # 0 means one pass over the training split: ceil(num_train / batch_size).
-  steps_per_epoch: int = 0
+  learning_rate: float = setting(
+      0.1, "learning_rate",
+      "Learning rate per 256 images; the run uses learning_rate * batch_size / 256.")
+  momentum: float = setting(0.9, "momentum", "SGD momentum.")
+  weight_decay: float = setting(
+      5e-4, "weight_decay", "Coefficient of the official explicit L2 term "
+      "wd * 0.5 * tf.nn.l2_loss(w) = 0.25 * wd * sum(w^2) over every trainable weight.")
+  # cRT and LWS take long_tail.decoupled_epochs instead (Config.epochs).
+  epochs: int = setting(
+      90, "epochs", "Training epochs of the teacher and student stages (crt and lws take "
+      "--decoupled_epochs).")
+  lr_schedule: str = setting(
+      "cosine", "lr_schedule", "cosine (the CBD recipe) | step (LDAM-DRW's CIFAR recipe: x0.01 "
+      "from 80% and x0.0001 from 90% of --epochs).", choices=LR_SCHEDULES)
+  warmup_epochs: float = setting(
+      -1.0, "warmup_epochs",
+      "Linear warmup epochs; negative: the schedule's own (cosine 0, step 5).")
+  steps_per_epoch: int = setting(
+      0, "steps_per_epoch", "Steps per epoch; 0 means ceil(training images / batch_size).")
 
   @property
   def resolved_warmup_epochs(self) -> float:
@@ -117,13 +194,19 @@ class OptimizerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
-  alpha: float = 0.4
-  beta: float = 100.0
-  # Run directories of trained teachers (stage "student").
-  teachers: tuple[str, ...] = ()
-  # "augmentation:seed" per teacher trained by stage "pipeline".
-  teacher_specs: tuple[str, ...] = ("vanilla:1", "vanilla:2")
-  teacher_sampling: str = "instance"
+  # The CBD defaults (DESIGN.md section 1). Code elsewhere takes DistillConfig.alpha / .beta
+  # as its default rather than writing the numbers again.
+  alpha: float = setting(
+      0.4, "distill_alpha", "alpha in (1 - alpha) * CE + alpha * beta * (1 - cos).")
+  beta: float = setting(100.0, "distill_beta", "beta of the distillation term.")
+  teachers: tuple[str, ...] = setting(
+      (), "teachers", "Teacher run directories for --stage=student.")
+  teacher_specs: tuple[str, ...] = setting(
+      ("vanilla:1", "vanilla:2"), "teacher_specs",
+      "Teachers trained by --stage=pipeline, as augmentation:seed (augmentation vanilla or "
+      "jitter).")
+  teacher_sampling: str = setting(
+      "instance", "teacher_sampling", "Sampling of the teachers trained by --stage=pipeline.")
 
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
@@ -133,67 +216,123 @@ MIXED_PRECISION = ("", "bfloat16", "float16")
 @dataclasses.dataclass(frozen=True)
 class DistributeConfig:
   """Devices, numerics and fault tolerance."""
-  # auto: TPU if --tpu is set, else Mirrored over every GPU (2 or more), else default.
-  strategy: str = "auto"
-  tpu: str = ""
-  # Split the host CPU into this many logical devices (tests of Mirrored without GPUs).
-  cpu_devices: int = 0
-  sync_batchnorm: bool = False
-  mixed_precision: str = ""
-  # Op determinism: a resumed run ends with the same weights as an uninterrupted one.
-  deterministic: bool = False
-  # Save the training state every this many steps (and at every epoch end); 0: epochs only.
-  checkpoint_every_steps: int = 100
+  strategy: str = setting(
+      "auto", "strategy", "auto | default | mirrored | multi_worker (reads TF_CONFIG) | tpu.",
+      choices=STRATEGIES)
+  tpu: str = setting("", "tpu", "TPU address or name; 'local' on a TPU VM.")
+  cpu_devices: int = setting(
+      0, "cpu_devices",
+      "Split the host CPU into N logical devices (test Mirrored without GPUs).")
+  sync_batchnorm: bool = setting(
+      False, "sync_batchnorm", "Synchronise BatchNorm statistics across replicas.")
+  mixed_precision: str = setting(
+      "", "mixed_precision",
+      "'' | bfloat16 (TPU, recent GPUs) | float16 (GPUs; with loss scaling).",
+      choices=MIXED_PRECISION)
+  deterministic: bool = setting(
+      False, "deterministic",
+      "Deterministic ops: a resumed run matches an uninterrupted one exactly.")
+  checkpoint_every_steps: int = setting(
+      100, "checkpoint_every_steps",
+      "Save the training state every N steps and at epoch ends; 0: epochs only.")
 
 
 @dataclasses.dataclass(frozen=True)
 class OutputConfig:
   """What a run writes beside its weights: logs, evaluations, profiles, an export."""
-  # TensorBoard train/* scalars every this many steps.
-  log_every_steps: int = 10
-  # Shot-group evaluation on the test split (val/* scalars) every this many epochs; 0: never.
-  eval_every_epochs: int = 1
-  # First and last step to profile, e.g. (5, 8); empty: no profiling.
-  profile_batches: tuple[int, ...] = ()
-  # SavedModel written at the end of training; empty: none.
-  export_dir: str = ""
-  top_k: int = 5
+  log_every_steps: int = setting(
+      10, "log_every_steps", "Write train/* TensorBoard scalars every this many steps.")
+  eval_every_epochs: int = setting(
+      1, "eval_every_epochs",
+      "Evaluate by shot group (val/* scalars) every this many epochs; 0: never.")
+  # e.g. (5, 8); empty: no profiling.
+  profile_batches: tuple[int, ...] = setting(
+      (), "profile_batches", "FIRST,LAST training steps to profile into TensorBoard.")
+  export_dir: str = setting(
+      "", "export_dir", "Write a SavedModel for TF Serving here at the end of training.")
+  top_k: int = setting(
+      5, "top_k", "Classes a served prediction returns (capped at the class count).")
 
 
 @dataclasses.dataclass(frozen=True)
 class LongTailConfig:
-  """Re-balancing baselines beside CBD: loss-level (teacher stage) and decoupled stages."""
-  loss: str = "ce"
-  logit_adjust_tau: float = 1.0  # Menon et al. 2021.
-  focal_gamma: float = 1.0  # The long-tail papers' focal baseline (LDAM-DRW, Cui et al.).
-  class_balanced_beta: float = 0.9999  # Cui et al. 2019 effective number; also LDAM's DRW.
-  ldam_max_margin: float = 0.5  # Largest margin, in cosine units (Cao et al. 2019).
-  # LDAM's s: its logits are s * (cos - m), whatever the head's --cosine_scale.
-  ldam_scale: float = 30.0
+  """Re-balancing baselines beside CBD: loss-level (teacher stage) and decoupled stages.
+
+  Three settings are called tau, after their papers, each for its own method:
+  logit_adjust_tau (a training loss), posthoc_tau (evaluation, any stage) and tau
+  (--stage=tau_norm). They are independent; each flag's help names where it applies.
+  """
+  loss: str = setting(
+      "ce", "loss", "--stage=teacher loss: ce | logit_adjusted | balanced_softmax | focal | "
+      "class_balanced | ldam (with DRW) | class_balanced_focal (sigmoid, Cui et al.'s "
+      "large-scale loss).", choices=LOSSES)
+  logit_adjust_tau: float = setting(  # Menon et al. 2021.
+      1.0, "logit_adjust_tau",
+      "tau of --loss=logit_adjusted: logits + tau * log(prior) in training.")
+  # The long-tail papers' focal baseline (LDAM-DRW, Cui et al.).
+  focal_gamma: float = setting(1.0, "focal_gamma", "gamma of --loss=focal.")
+  # Cui et al. 2019 effective number; also LDAM's DRW.
+  class_balanced_beta: float = setting(
+      0.9999, "class_balanced_beta", "beta of the effective number (1 - beta^n) / (1 - beta): "
+      "--loss=class_balanced and the DRW weights of --loss=ldam.")
+  ldam_max_margin: float = setting(  # Cao et al. 2019.
+      0.5, "ldam_max_margin", "Largest LDAM margin (rarest class), in cosine units.")
+  ldam_scale: float = setting(
+      30.0, "ldam_scale", "s of --loss=ldam: CE of s * (cos - m_y); the head's --cosine_scale "
+      "is divided out, so it stays the model's (and CBD's) sigma.")
   # Cui et al.'s large-scale sigmoid focal loss with class-balanced weights.
-  class_balanced_focal_beta: float = 0.999
-  class_balanced_focal_gamma: float = 0.5
-  # Epoch at which LDAM switches on class-balanced weights (DRW); negative: 4/5 of the epochs.
-  drw_epoch: int = -1
-  # Evaluation subtracts posthoc_tau * log(class prior) from the logits; 0 leaves them.
-  posthoc_tau: float = 0.0
-  # Decoupled stages: the finished run (teacher or CBD student) whose backbone is kept.
-  backbone_from: str = ""
-  # tau_norm: class weights divided by norm^tau; None: swept over 0, 0.1, ..., 2 on the
-  # validation split.
-  tau: float | None = None
-  decoupled_batchnorm: str = "frozen"  # one of DECOUPLED_BATCHNORM
-  # cRT / LWS epochs; None: the stage's recipe (STAGE_EPOCHS).
-  decoupled_epochs: int | None = None
-  ncm_features: str = "cl2n"  # one of NCM_FEATURES
-  ncm_distance: str = "euclidean"  # one of NCM_DISTANCES
+  class_balanced_focal_beta: float = setting(
+      0.999, "class_balanced_focal_beta",
+      "beta of the class-balanced weights of --loss=class_balanced_focal.")
+  class_balanced_focal_gamma: float = setting(
+      0.5, "class_balanced_focal_gamma", "gamma of --loss=class_balanced_focal.")
+  drw_epoch: int = setting(
+      -1, "drw_epoch", "Epoch at which --loss=ldam turns on class-balanced weights; negative: "
+      "4/5 of --epochs; >= --epochs: never.")
+  posthoc_tau: float = setting(
+      0.0, "posthoc_tau",
+      "Evaluation subtracts posthoc_tau * log(class prior) from the logits.")
+  backbone_from: str = setting(
+      "", "backbone_from",
+      "Finished teacher or student run whose backbone a decoupled stage keeps.")
+  tau: float | None = setting(
+      None, "tau", "--stage=tau_norm: each class weight is divided by its norm^tau. Not given: "
+      "tau is swept over 0, 0.1, ..., 2 on the validation split (never test).")
+  decoupled_batchnorm: str = setting(
+      "frozen", "decoupled_batchnorm", "--stage=crt / lws: frozen (the backbone's BatchNorm in "
+      "inference mode) | train (its statistics follow the class-balanced batches, weights "
+      "frozen, as classifier-balancing).", choices=DECOUPLED_BATCHNORM)
+  # None: the stage's recipe (STAGE_EPOCHS).
+  decoupled_epochs: int | None = setting(
+      None, "decoupled_epochs", "Epochs of --stage=crt / lws. Not given: classifier-balancing's "
+      "ImageNet-LT recipes, 10 for crt and 5 for lws (iNaturalist's cRT: 30).")
+  ncm_features: str = setting(
+      "cl2n", "ncm_features", "--stage=ncm feature transform: cl2n (centred, L2-normalised; "
+      "upstream's default) | l2n | raw.", choices=NCM_FEATURES)
+  ncm_distance: str = setting(
+      "euclidean", "ncm_distance", "--stage=ncm: euclidean (logits = -squared distance; "
+      "upstream's default) | cosine (cosine_scale * cosine).", choices=NCM_DISTANCES)
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  stage: str = "teacher"
-  workdir: str = ""
-  seed: int = 0
+  """A run's settings. Derived values are resolved here, once, for the CLI and Python alike:
+
+  * data.cache_dir: empty means WORKDIR/data_cache, fixed when the Config is first built
+    with a workdir. `replace(workdir=...)` keeps it, so a pipeline's teacher and student
+    runs share their parent's cache. (A DataConfig used without a Config, e.g. by a
+    tool, falls back to the system temp directory: data/source_cache.py.)
+  * epochs and sampling: the stage's recipe when not given (properties below).
+  * model.projection_dim: a student's is its teachers' embedding widths summed, which needs
+    the loaded teachers: trainers.student_config sets it, before the student is built.
+  """
+  stage: str = setting(
+      "teacher", "stage", "teacher | student | pipeline (teachers, then student) | crt | lws | "
+      "tau_norm | ncm (decoupled, need --backbone_from).", choices=STAGES)
+  workdir: str = setting(
+      "", "workdir", "Run directory: config, checkpoints, weights, metrics.", required=True)
+  seed: int = setting(
+      0, "seed", "Random seed. In a pipeline, teacher 'aug:k' uses seed 1000 * seed + k.")
   data: DataConfig = DataConfig()
   model: ModelConfig = ModelConfig()
   optimizer: OptimizerConfig = OptimizerConfig()
@@ -201,6 +340,11 @@ class Config:
   output: OutputConfig = OutputConfig()
   distribute: DistributeConfig = DistributeConfig()
   long_tail: LongTailConfig = LongTailConfig()
+
+  def __post_init__(self):
+    if self.workdir and not self.data.cache_dir:
+      object.__setattr__(self, "data", dataclasses.replace(
+          self.data, cache_dir=os.path.join(self.workdir, "data_cache")))
 
   @property
   def epochs(self) -> int:
@@ -376,9 +520,7 @@ def parse_teacher_spec(spec: str) -> tuple[str, int]:
   augmentation, sep, seed = spec.partition(":")
   if not sep or not seed.strip().lstrip("-").isdigit():
     raise ValueError(f"teacher spec {spec!r} is not augmentation:seed (e.g. vanilla:1)")
-  augmentation = augmentation.strip()
-  if augmentation == "vanilla":
-    augmentation = "standard"
+  augmentation = AUGMENTATION_ALIASES.get(augmentation.strip(), augmentation.strip())
   if augmentation not in AUGMENTATIONS:
     raise ValueError(f"teacher spec {spec!r}: unknown augmentation {augmentation!r}; "
                      "valid: vanilla, jitter")
@@ -386,8 +528,9 @@ def parse_teacher_spec(spec: str) -> tuple[str, int]:
 
 
 def teacher_run_name(spec: str) -> str:
+  """'vanilla:1' and 'standard:1' -> 'vanilla_1': run directories keep the paper's name."""
   augmentation, seed = parse_teacher_spec(spec)
-  return f"{'vanilla' if augmentation == 'standard' else augmentation}_{seed}"
+  return f"{TEACHER_RUN_NAMES.get(augmentation, augmentation)}_{seed}"
 
 
 def _check(condition: bool, message: str) -> None:

@@ -11,11 +11,13 @@ as classifier-balancing (facebookresearch) defines each stage.
             L2-normalised embedding (cl2n) and c its class means over the training split
             (evaluation preprocessing); --ncm_features / --ncm_distance choose others
 
-cRT / LWS train --epochs, by default the stage's recipe (config.STAGE_EPOCHS: 10 / 5).
-With --decoupled_batchnorm=train the frozen backbone's BatchNorm layers normalise with the
-batch's statistics and update their moving statistics, as upstream's model.train() does
-under the frozen weights. Where the data set has a validation split, the epoch with the best
-validation top-1 is kept (callbacks.BestValidationEpoch), as upstream.
+Each has its builder (build_crt, build_lws, build_tau_norm, build_ncm), which the stage
+registry (trainers.STAGES) names. cRT / LWS train --epochs, by default the stage's recipe
+(config.STAGE_EPOCHS: 10 / 5). With --decoupled_batchnorm=train the frozen backbone's
+BatchNorm layers normalise with the batch's statistics and update their moving statistics,
+as upstream's model.train() does under the frozen weights. Where the data set has a
+validation split, the epoch with the best validation top-1 is kept
+(callbacks.BestValidationEpoch), as upstream.
 
 tau-norm without --tau sweeps TAU_SWEEP (0, 0.1, ..., 2, as tau_norm.py) on the validation
 split and keeps the tau with the best mean per-class accuracy (what tau_norm.py prints as
@@ -31,7 +33,6 @@ model.class_scales; an ncm run's long_tail.ncm_*), so `run_dir.load_classifier` 
 
 from __future__ import annotations
 
-import os
 from typing import Iterable
 
 import numpy as np
@@ -41,45 +42,87 @@ from cbd_tf import metrics, run_dir
 from cbd_tf.data import pipeline, sources
 from cbd_tf.models.classifier import Classifier
 
-# Stages that fit (the others are post-hoc and train nothing).
-TRAINED_STAGES = ("crt", "lws")
 TAU_SWEEP = tuple(round(0.1 * step, 1) for step in range(21))
 _BACKBONE_STAGES = ("teacher", "student")
 
 
 def check_backbone_run(directory: str, num_classes: int, image_size: int) -> None:
   """Raises ValueError unless `directory` is a finished teacher / student run fitting the data."""
-  run_dir.check_trained(directory)
-  source_config = config_lib.Config.load(os.path.join(directory, run_dir.CONFIG))
-  if source_config.stage not in _BACKBONE_STAGES:
-    raise ValueError(f"--backbone_from={directory!r} is a {source_config.stage} run; valid: "
-                     f"a finished {' or '.join(_BACKBONE_STAGES)} run")
-  class_names, _ = run_dir.read_classes(directory)
-  if len(class_names) != num_classes:
-    raise ValueError(f"--backbone_from={directory!r} has {len(class_names)} classes, the data "
-                     f"has {num_classes}")
-  if source_config.data.image_size != image_size:
-    raise ValueError(f"--backbone_from={directory!r} takes {source_config.data.image_size}px "
-                     f"images, this run {image_size}px")
+  run_dir.check_finished_run(directory, num_classes, image_size, role="backbone",
+                             stages=_BACKBONE_STAGES)
 
 
 def check_tau_split(config: config_lib.Config, source: sources.Source) -> None:
-  """A tau sweep needs a validation split: raises ValueError before any work if there is none."""
-  if config.stage == "tau_norm" and config.long_tail.tau is None and source.val is None:
+  """tau-norm: a tau sweep needs a validation split; raises ValueError before any work if
+  there is none."""
+  if config.long_tail.tau is None and source.val is None:
     raise ValueError(f"--stage=tau_norm without --tau picks tau on a validation split, and "
                      f"{config.data.dataset} has none; give --tau")
 
 
-def decoupled_config(config: config_lib.Config, source_config: config_lib.Config
+def decoupled_config(config: config_lib.Config, source_config: config_lib.Config,
+                     head_norm_power: float | None = None, class_scales: bool = False
                      ) -> config_lib.Config:
   """`config` with the backbone run's model section and the head the stage builds."""
-  head = {"crt": (None, False), "lws": (None, True), "tau_norm": (config.long_tail.tau, False),
-          "ncm": (None, False)}
-  if config.stage not in head:
-    raise ValueError(f"unknown decoupled stage {config.stage!r}; valid: {', '.join(head)}")
-  norm_power, class_scales = head[config.stage]
-  return config.replace(model={**source_config.model.__dict__, "head_norm_power": norm_power,
+  return config.replace(model={**source_config.model.__dict__, "head_norm_power": head_norm_power,
                                "class_scales": class_scales})
+
+
+def build_crt(config: config_lib.Config, source: sources.Source
+              ) -> tuple[Classifier, config_lib.Config, dict]:
+  """cRT: a re-initialised head (random: call after seeding) on the frozen backbone, to fit."""
+  classifier, config, _ = _on_frozen_backbone(config, source,
+                                              config.long_tail.decoupled_batchnorm)
+  return classifier, config, {}
+
+
+def build_lws(config: config_lib.Config, source: sources.Source
+              ) -> tuple[Classifier, config_lib.Config, dict]:
+  """LWS: the trained head, frozen, under per-class scales (initialised to 1), to fit."""
+  classifier, config, trained = _on_frozen_backbone(
+      config, source, config.long_tail.decoupled_batchnorm, class_scales=True)
+  copy_head(trained.head, classifier.head)
+  for weight in (classifier.head.kernel, getattr(classifier.head, "bias", None)):
+    if weight is not None:
+      weight.trainable = False
+  return classifier, config, {}
+
+
+def build_tau_norm(config: config_lib.Config, source: sources.Source
+                   ) -> tuple[Classifier, config_lib.Config, dict]:
+  """tau-norm: the trained head with --tau, or the tau of TAU_SWEEP best on validation
+  (the sweep and the choice returned as the selection). Final: nothing to fit."""
+  classifier, config, trained = _on_frozen_backbone(
+      config, source, "frozen", head_norm_power=config.long_tail.tau)
+  copy_head(trained.head, classifier.head)
+  if config.long_tail.tau is not None:
+    return classifier, config, {}
+  check_tau_split(config, source)
+  sweep = sweep_tau(classifier, pipeline.build_eval_dataset(source.val, config.data),
+                    source.train_counts, TAU_SWEEP)
+  tau = best_tau(sweep)
+  classifier.head.norm_power = tau
+  config = config.replace(model={"head_norm_power": tau}, long_tail={"tau": tau})
+  selection = {"tau": tau, "tau_chosen_on": "val", "tau_sweep": {
+      f"{t:g}": {**{k: r[k] for k in ("top1", "many", "medium", "few", "ece")},
+                 "mean_class_accuracy": mean_class_accuracy(r)} for t, r in sweep.items()}}
+  return classifier, config, selection
+
+
+def build_ncm(config: config_lib.Config, source: sources.Source
+              ) -> tuple[Classifier, config_lib.Config, dict]:
+  """NCM: the class means of the training split (evaluation preprocessing) as the head.
+  Final: nothing to fit."""
+  classifier, config, _ = _on_frozen_backbone(config, source, "frozen")
+  centroids, feature_mean = ncm_statistics(
+      classifier, pipeline.build_eval_dataset(source.train, config.data), source.num_classes,
+      config.long_tail.ncm_features)
+  classifier.head.centroids.assign(centroids.astype(np.float32))
+  classifier.head.feature_mean.assign(feature_mean.astype(np.float32))
+  return classifier, config, {}
+
+
+BUILDERS = {"crt": build_crt, "lws": build_lws, "tau_norm": build_tau_norm, "ncm": build_ncm}
 
 
 def build_decoupled_classifier(config: config_lib.Config, source: sources.Source
@@ -88,35 +131,21 @@ def build_decoupled_classifier(config: config_lib.Config, source: sources.Source
   config to save with it, and what was chosen on the validation split ({} if nothing).
   crt / lws still need fitting; tau_norm / ncm are final. Call inside the strategy scope,
   after seeding (cRT's fresh head is random)."""
+  if config.stage not in BUILDERS:
+    raise ValueError(f"unknown decoupled stage {config.stage!r}; valid: {', '.join(BUILDERS)}")
+  return BUILDERS[config.stage](config, source)
+
+
+def _on_frozen_backbone(config: config_lib.Config, source: sources.Source, batchnorm: str,
+                        head_norm_power: float | None = None, class_scales: bool = False
+                        ) -> tuple[Classifier, config_lib.Config, Classifier]:
+  """A classifier with the given head on the backbone run's frozen backbone (and
+  projection), its config, and the trained backbone run's classifier."""
   trained, source_config = run_dir.load_classifier(config.long_tail.backbone_from)
-  config = decoupled_config(config, source_config)
+  config = decoupled_config(config, source_config, head_norm_power, class_scales)
   classifier = run_dir.build_classifier(config, source.num_classes)
-  batchnorm = config.long_tail.decoupled_batchnorm if config.stage in TRAINED_STAGES else "frozen"
   copy_backbone(trained, classifier, batchnorm)
-  selection = {}
-  if config.stage in ("lws", "tau_norm"):
-    copy_head(trained.head, classifier.head)
-  if config.stage == "lws":
-    for weight in (classifier.head.kernel, getattr(classifier.head, "bias", None)):
-      if weight is not None:
-        weight.trainable = False
-  if config.stage == "tau_norm" and config.long_tail.tau is None:
-    check_tau_split(config, source)
-    sweep = sweep_tau(classifier, pipeline.build_eval_dataset(source.val, config.data),
-                      source.train_counts, TAU_SWEEP)
-    tau = best_tau(sweep)
-    classifier.head.norm_power = tau
-    config = config.replace(model={"head_norm_power": tau}, long_tail={"tau": tau})
-    selection = {"tau": tau, "tau_chosen_on": "val", "tau_sweep": {
-        f"{t:g}": {**{k: r[k] for k in ("top1", "many", "medium", "few", "ece")},
-                   "mean_class_accuracy": mean_class_accuracy(r)} for t, r in sweep.items()}}
-  if config.stage == "ncm":
-    centroids, feature_mean = ncm_statistics(
-        classifier, pipeline.build_eval_dataset(source.train, config.data), source.num_classes,
-        config.long_tail.ncm_features)
-    classifier.head.centroids.assign(centroids.astype(np.float32))
-    classifier.head.feature_mean.assign(feature_mean.astype(np.float32))
-  return classifier, config, selection
+  return classifier, config, trained
 
 
 def copy_backbone(trained: Classifier, classifier: Classifier, batchnorm: str = "frozen") -> None:

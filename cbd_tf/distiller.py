@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Sequence
 
 import keras
 import tensorflow as tf
 
-from cbd_tf import losses
-from cbd_tf.models.classifier import (Classifier, build_optimizer_for, replica_count,
-                                     step_logs)
+from cbd_tf import losses, train_step
+from cbd_tf.config import DistillConfig
+from cbd_tf.models.classifier import Classifier
 
 
 class _FrozenTeachers:
@@ -31,7 +33,37 @@ def teacher_feature_dim(teachers: Sequence[keras.Model]) -> int:
   return sum(int(t.embedding_dim) for t in teachers)
 
 
-class CBDDistiller(keras.Model):
+def distillation_shares(student_features, teacher_features, widths: Sequence[int]) -> list:
+  """Each teacher's share of mean(1 - cos(student feature, teacher feature)); the shares sum
+  to it. With s, t the L2-normalised student and concatenated teacher features and s_k, t_k
+  their slices for teacher k: 1 - s.t = |t|^2 - s.t = sum_k t_k.(t_k - s_k). (|t_k|^2 is
+  1/K unless a teacher's embedding is all zero, which then gets a share of 0.)"""
+  student = tf.math.l2_normalize(tf.cast(student_features, tf.float32), axis=-1)
+  teacher = tf.math.l2_normalize(tf.cast(teacher_features, tf.float32), axis=-1)
+  return [tf.reduce_mean(tf.reduce_sum(t * (t - s), axis=-1))
+          for s, t in zip(tf.split(student, widths, axis=-1), tf.split(teacher, widths, axis=-1))]
+
+
+def teacher_run_names(run_dirs: Sequence[str]) -> list[str]:
+  """Names for the per-teacher metrics: each teacher run directory's basename (vanilla_1,
+  ...), or the teachers' indices (0, 1, ...) if two basenames are the same."""
+  names = [os.path.basename(os.path.normpath(directory)) for directory in run_dirs]
+  return names if len(set(names)) == len(names) else [str(i) for i in range(len(names))]
+
+
+def _metric_names(teacher_names: Sequence[str] | None, count: int) -> list[str]:
+  if teacher_names is None:
+    return [str(i) for i in range(count)]
+  if len(teacher_names) != count:
+    raise ValueError(f"{len(teacher_names)} teacher names for {count} teachers")
+  # Keras refuses '/' in a metric's name; TensorBoard tags read best without spaces.
+  names = [re.sub(r"[^A-Za-z0-9_.-]", "_", str(name)) for name in teacher_names]
+  if len(set(names)) != len(names) or not all(names):
+    raise ValueError(f"teacher names must be distinct and non-empty: {list(teacher_names)}")
+  return names
+
+
+class CBDDistiller(train_step.TrainStepModel):
   """Wraps a student `Classifier` (with a projection head as wide as the teachers'
   concatenated embeddings) and a list of trained teachers with an `embed` method.
 
@@ -39,13 +71,21 @@ class CBDDistiller(keras.Model):
                     + alpha * beta * mean(1 - cos(student feature, teacher feature)),
   plus the explicit weight decay of the student. Teachers run with training=False
   outside the gradient tape and are never updated; calling the distiller calls the student.
+
+  Logs loss, loss_ce, loss_distill (the unweighted 1 - cos term), loss_weight_decay,
+  accuracy, and loss_distill_<name> per teacher: its share of loss_distill (see
+  `distillation_shares`), named by `teacher_names` (e.g. teacher_run_names(run_dirs)) or by
+  the teacher's index.
   """
 
-  def __init__(self, student: Classifier, teachers: Sequence[keras.Model], alpha: float = 0.4,
-               beta: float = 100.0, **kwargs):
-    super().__init__(**kwargs)
+  def __init__(self, student: Classifier, teachers: Sequence[keras.Model],
+               alpha: float = DistillConfig.alpha, beta: float = DistillConfig.beta,
+               teacher_names: Sequence[str] | None = None, **kwargs):
     if not teachers:
       raise ValueError("CBDDistiller needs at least one teacher")
+    names = _metric_names(teacher_names, len(teachers))
+    super().__init__(term_names=["ce", "distill", *(f"distill_{name}" for name in names)],
+                     **kwargs)
     width = teacher_feature_dim(teachers)
     if student.embedding_dim != width:
       raise ValueError(f"student feature width {student.embedding_dim} != concatenated teacher "
@@ -54,14 +94,9 @@ class CBDDistiller(keras.Model):
       teacher.trainable = False
     self.student = student
     self._frozen = _FrozenTeachers(teachers)
+    self.teacher_names = tuple(names)
     self.alpha = alpha
     self.beta = beta
-    self.weight_decay = 0.0
-    self.loss_metric = keras.metrics.Mean(name="loss")
-    self.loss_ce_metric = keras.metrics.Mean(name="loss_ce")
-    self.loss_distill_metric = keras.metrics.Mean(name="loss_distill")
-    self.loss_wd_metric = keras.metrics.Mean(name="loss_weight_decay")
-    self.accuracy_metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     self.built = True
 
   @property
@@ -71,43 +106,29 @@ class CBDDistiller(keras.Model):
   def call(self, images, training=False):
     return self.student(images, training=training)
 
-  def compile(self, optimizer="sgd", weight_decay: float = 0.0, **kwargs):
-    self.weight_decay = weight_decay
-    super().compile(optimizer=optimizer, **kwargs)
-
   @property
-  def metrics(self):
-    return [self.loss_metric, self.loss_ce_metric, self.loss_distill_metric,
-            self.loss_wd_metric, self.accuracy_metric]
+  def variables_to_train(self) -> list:
+    return self.student.trainable_weights
 
-  def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-    build_optimizer_for(self)
+  def loss_targets(self, images):
+    return tf.stop_gradient(teacher_features(self.teachers, images))
 
-  def train_step(self, data):
-    images, labels = data[0], data[1]
-    targets = tf.stop_gradient(teacher_features(self.teachers, images))
-    weights = self.student.trainable_weights
-    with tf.GradientTape() as tape:
-      logits, features = self.student.call_with_features(images, training=True)
-      cbd, ce, distill = losses.cbd_loss_terms(labels, logits, features, targets,
-                                               self.alpha, self.beta)
-      weight_decay = losses.weight_decay_loss(weights, self.weight_decay)
-      total = cbd + weight_decay
-      # Replica gradients are summed, so each replica's batch mean is divided by their count.
-      scaled = self.optimizer.scale_loss(total / replica_count())
-    gradients = tape.gradient(scaled, weights)
-    self.optimizer.apply(gradients, weights)
-    self.loss_metric.update_state(total)
-    self.loss_ce_metric.update_state(ce)
-    self.loss_distill_metric.update_state(distill)
-    self.loss_wd_metric.update_state(weight_decay)
-    self.accuracy_metric.update_state(labels, logits)
-    return step_logs(self.metrics)
+  def loss_terms(self, images, labels, targets):
+    logits, features = self.student.call_with_features(images, training=True)
+    ce = losses.cross_entropy_loss(labels, logits)
+    distill = losses.feature_distillation_loss(features, targets)
+    shares = distillation_shares(features, targets, [int(t.embedding_dim) for t in self.teachers])
+    # The weights of losses.cbd_loss: (1 - alpha) * CE + alpha * beta * distill.
+    return logits, {"ce": train_step.Term(ce, 1.0 - self.alpha),
+                    "distill": train_step.Term(distill, self.alpha * self.beta),
+                    **{f"distill_{name}": train_step.Term(share, None)
+                       for name, share in zip(self.teacher_names, shares)}}
 
   def test_step(self, data):
     images, labels = data[0], data[1]
     logits = self.student(images, training=False)
     ce = losses.cross_entropy_loss(labels, logits)
-    self.loss_ce_metric.update_state(ce)
+    ce_metric = self.term_metrics["ce"]
+    ce_metric.update_state(ce)
     self.accuracy_metric.update_state(labels, logits)
-    return {m.name: m.result() for m in (self.loss_ce_metric, self.accuracy_metric)}
+    return {m.name: m.result() for m in (ce_metric, self.accuracy_metric)}

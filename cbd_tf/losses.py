@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from cbd_tf.config import DistillConfig
+
 
 def cross_entropy_loss(labels, logits):
   """Mean softmax cross-entropy of integer labels against logits."""
@@ -26,7 +28,8 @@ def cbd_loss_terms(labels, logits, student_features, teacher_features, alpha, be
   return (1.0 - alpha) * ce + alpha * beta * distill, ce, distill
 
 
-def cbd_loss(labels, logits, student_features, teacher_features, alpha=0.4, beta=100.0):
+def cbd_loss(labels, logits, student_features, teacher_features, alpha=DistillConfig.alpha,
+             beta=DistillConfig.beta):
   """The CBD student loss of one batch (DESIGN.md section 1)."""
   return cbd_loss_terms(labels, logits, student_features, teacher_features, alpha, beta)[0]
 

@@ -16,11 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
-from cbd_tf import metrics  # pylint: disable=wrong-import-position
+from cbd_tf import metrics, run_dir  # pylint: disable=wrong-import-position
 from cbd_tf.data import long_tail  # pylint: disable=wrong-import-position
 
-REPORT_PNG = "report.png"
-REPORT_MD = "report.md"
 _BAND_COLOURS = {"many": "#dbe9f6", "medium": "#fdf0d5", "few": "#f8dcdc"}
 _MAX_CLASSES_AS_POINTS = 60
 
@@ -28,14 +26,15 @@ _MAX_CLASSES_AS_POINTS = 60
 def write_report(directory: str, results: Mapping[str, Mapping], train_counts, title: str) -> None:
   """Writes report.png and report.md for one run or several runs on the same data."""
   train_counts = np.asarray(train_counts)
-  _plot(os.path.join(directory, REPORT_PNG), results, train_counts, title)
+  _plot(os.path.join(directory, run_dir.REPORT_PNG), results, train_counts, title)
   lines = [f"# {title}", "", "Top-1 accuracy (%) on the test split; shot groups by training "
            "images per class: many > 100, medium 20-100, few < 20.", "",
            _markdown_table(results), "",
            "Classes per group: " + ", ".join(
                f"{g} {int(np.sum(long_tail.shot_group_of_classes(train_counts) == g))}"
-               for g in long_tail.SHOT_GROUPS), "", f"![per-class accuracy]({REPORT_PNG})", ""]
-  with open(os.path.join(directory, REPORT_MD), "w") as f:
+               for g in long_tail.SHOT_GROUPS), "",
+           f"![per-class accuracy]({run_dir.REPORT_PNG})", ""]
+  with open(os.path.join(directory, run_dir.REPORT_MD), "w") as f:
     f.write("\n".join(lines))
 
 

@@ -17,7 +17,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-CHECKPOINTS = "checkpoints"
+from cbd_tf import run_dir
+
+CHECKPOINTS = run_dir.CHECKPOINTS
 
 
 class TrainingState:

@@ -1,5 +1,7 @@
-"""What a run directory holds, and how a trained classifier is rebuilt from one.
+"""Every file name of a run, a pipeline and an export, and how a trained classifier is
+rebuilt from a run. No other module spells one of these names.
 
+A run directory:
   config.json        the validated Config of the run
   classes.json       class names and training-image counts, from the labels actually read
   final.weights.h5   classifier weights at the end of training (written last, atomically)
@@ -10,16 +12,29 @@
                      tau and sweep, cRT / LWS's best epoch); copied into metrics.json
   best_epoch.*       cRT / LWS with a validation split: the best epoch so far (weights and
                      record), so a resumed run still compares against earlier epochs
+  checkpoints/       the training state, for resuming (resume.py)
+  tensorboard/       train/* and val/* scalars, profiles (callbacks.py)
+  report.md, report.png   per-class accuracy against training-image count (report.py)
+
+A pipeline directory (--stage=pipeline): teachers/<augmentation>_<seed>/ and student/, each
+a run directory; comparison.json and comparison.txt (every run's metrics), report.md and
+report.png. A data cache (--data_cache_dir) lists the image files it skipped in
+skipped_files.txt (data/source_cache.py names it: the data layer imports nothing above it).
+
+An export (serving.py): saved_model.pb, and under assets/ class_names.txt,
+train_counts.txt and the run's config.json.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 
 import numpy as np
 
 from cbd_tf import config as config_lib
+from cbd_tf.data import source_cache
 from cbd_tf.models.classifier import Classifier
 
 CONFIG = "config.json"
@@ -30,6 +45,29 @@ ENVIRONMENT = "environment.json"
 SELECTION = "selection.json"
 BEST_EPOCH_WEIGHTS = "best_epoch.weights.h5"
 BEST_EPOCH_RECORD = "best_epoch.json"
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
+REPORT_MD = "report.md"
+REPORT_PNG = "report.png"
+# Written beside its final name, then renamed, so a reader never sees half a file.
+PARTIAL_PREFIX = "partial."
+
+TEACHERS = "teachers"
+STUDENT = "student"
+COMPARISON = "comparison.json"
+COMPARISON_TEXT = "comparison.txt"
+
+SKIPPED_FILES = source_cache.SKIPPED_FILES
+
+SAVED_MODEL = "saved_model.pb"
+EXPORT_ASSETS = "assets"
+CLASS_NAMES_ASSET = "class_names.txt"
+TRAIN_COUNTS_ASSET = "train_counts.txt"
+CONFIG_ASSET = CONFIG
+
+# How check_finished_run names a run of each role: (the directory, the run it would serve).
+_ROLES = {"teacher": ("teacher {!r}", "the student"),
+          "backbone": ("--backbone_from={!r}", "this run")}
 
 
 def write_json(path: str, value) -> None:
@@ -67,6 +105,49 @@ def check_trained(run_dir: str) -> None:
       raise ValueError(f"run directory {run_dir!r} has no {name} (not a finished training run)")
 
 
+def check_finished_run(directory: str, num_classes: int, image_size: int, role: str,
+                       stages: tuple[str, ...] = ()) -> None:
+  """Raises ValueError unless `directory` is a finished run whose classes and image size fit
+  the data; `role` ("teacher" or "backbone") says how the message names it; `stages`, if
+  given, are the stages the run may have been."""
+  if role not in _ROLES:
+    raise ValueError(f"unknown run role {role!r}; valid: {', '.join(_ROLES)}")
+  name, user = _ROLES[role][0].format(directory), _ROLES[role][1]
+  check_trained(directory)
+  run_config = config_lib.Config.load(os.path.join(directory, CONFIG))
+  if stages and run_config.stage not in stages:
+    raise ValueError(f"{name} is a {run_config.stage} run; valid: a finished "
+                     f"{' or '.join(stages)} run")
+  class_names, _ = read_classes(directory)
+  if len(class_names) != num_classes:
+    raise ValueError(f"{name} has {len(class_names)} classes, the data has {num_classes}")
+  if run_config.data.image_size != image_size:
+    raise ValueError(f"{name} takes {run_config.data.image_size}px images, {user} "
+                     f"{image_size}px")
+
+
+def teacher_dir(pipeline_dir: str, name: str) -> str:
+  """Where a pipeline trains the teacher `name` (config.teacher_run_name)."""
+  return os.path.join(pipeline_dir, TEACHERS, name)
+
+
+def student_dir(pipeline_dir: str) -> str:
+  return os.path.join(pipeline_dir, STUDENT)
+
+
+def run_directories(directory: str) -> dict[str, str]:
+  """{name: run dir}: the directory itself, or a pipeline's teachers and student."""
+  if os.path.exists(os.path.join(directory, CONFIG)):
+    return {os.path.basename(os.path.normpath(directory)): directory}
+  runs = {os.path.basename(d): d
+          for d in sorted(glob.glob(os.path.join(directory, TEACHERS, "*")))}
+  if os.path.isdir(student_dir(directory)):
+    runs[STUDENT] = student_dir(directory)
+  if not runs:
+    raise ValueError(f"{directory!r} is neither a run directory nor a pipeline directory")
+  return runs
+
+
 def build_classifier(config: config_lib.Config, num_classes: int) -> Classifier:
   """The classifier `config` describes, untrained. An ncm run's head is the NCM head (its
   model.head names the head its backbone was trained with)."""
@@ -82,7 +163,7 @@ def build_classifier(config: config_lib.Config, num_classes: int) -> Classifier:
 
 
 def save_final_weights(model: Classifier, run_dir: str) -> None:
-  temporary = os.path.join(run_dir, "partial." + FINAL_WEIGHTS)
+  temporary = os.path.join(run_dir, PARTIAL_PREFIX + FINAL_WEIGHTS)
   model.save_weights(temporary)
   os.replace(temporary, os.path.join(run_dir, FINAL_WEIGHTS))
 

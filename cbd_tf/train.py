@@ -10,7 +10,7 @@ import sys
 
 from absl import app
 
-from cbd_tf import distribute, flags, stages
+from cbd_tf import flags, stages
 
 
 def main(argv: list[str]) -> None:
@@ -19,17 +19,20 @@ def main(argv: list[str]) -> None:
   try:
     config = flags.config_from_flags()
     config.validate()
-    # Devices first: logical CPUs and multi-worker collectives need a fresh runtime.
-    distribute.configure_process(config.distribute)
-    strategy = distribute.build_strategy(config.distribute)
-    source = stages.validate_run(config)
+    source, strategy = stages.prepare_process(config)
   except ValueError as error:
     sys.exit(f"cbd_tf.train: error: {error}")
+  # Past the checks, a ValueError is a bug and keeps its traceback.
   try:
     stages.run(config, source, strategy)
   except FloatingPointError as error:
     sys.exit(f"cbd_tf.train: error: {error}")
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """The cbd-train console script (pyproject.toml)."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,5 +1,6 @@
 """Shared test helpers: tiny models and subprocess runners."""
 
+import json
 import os
 import subprocess
 import sys
@@ -21,19 +22,28 @@ def tiny_batch(batch_size=8, image_size=8, num_classes=4, seed=0):
   return images, (np.arange(batch_size) % num_classes).astype(np.int64)
 
 
+def run_script(name, *args, timeout=600):
+  """Runs tests/scripts/NAME.py in a fresh process; returns the JSON object it printed last."""
+  result = run_module(f"tests.scripts.{name}", *args, timeout=timeout)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def run_module(module, *args, timeout=600):
   """Runs `python -m module args` from the project root; returns the CompletedProcess."""
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
   return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def config_from_argv(*argv):
-  """The validated Config the training CLI builds from `argv` (flags left unparsed after)."""
+def config_from_argv(*argv, validate=True):
+  """The Config the training CLI builds from `argv`, validated unless `validate` is False
+  (flags left unparsed after)."""
   from cbd_tf import flags  # pylint: disable=import-outside-toplevel
   flags.FLAGS.unparse_flags()
   try:
     flags.FLAGS(["train", *argv])
-    return flags.config_from_flags().validate()
+    config = flags.config_from_flags()
+    return config.validate() if validate else config
   finally:
     flags.FLAGS.unparse_flags()

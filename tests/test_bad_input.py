@@ -1,22 +1,10 @@
-import json
 import os
 
 import pytest
 
 from cbd_tf import config as config_lib
 from cbd_tf import stages
-from tests import helpers
-
-
-def fake_teacher(directory, num_classes=3, image_size=28):
-  os.makedirs(directory)
-  config_lib.Config(workdir=directory, data=config_lib.DataConfig(image_size=image_size)).save(
-      os.path.join(directory, "config.json"))
-  with open(os.path.join(directory, "classes.json"), "w") as f:
-    json.dump({"class_names": [str(i) for i in range(num_classes)],
-               "train_counts": [5] * num_classes}, f)
-  open(os.path.join(directory, "final.weights.h5"), "w").close()
-  return directory
+from tests import fakes, helpers
 
 
 def base_config(tmp_path, **changes):
@@ -39,7 +27,7 @@ def test_validate_run_rejects(tmp_path, changes, message):
 
 
 def test_teacher_without_final_weights(tmp_path):
-  directory = fake_teacher(str(tmp_path / "teacher"), num_classes=10)
+  directory = fakes.fake_run(str(tmp_path / "teacher"))
   os.remove(os.path.join(directory, "final.weights.h5"))
   config = base_config(tmp_path, stage="student", distill={"teachers": (directory,)})
   with pytest.raises(ValueError, match="has no final.weights.h5"):
@@ -47,14 +35,14 @@ def test_teacher_without_final_weights(tmp_path):
 
 
 def test_teacher_with_other_class_count(tmp_path):
-  directory = fake_teacher(str(tmp_path / "teacher"), num_classes=3)
+  directory = fakes.fake_run(str(tmp_path / "teacher"), num_classes=3)
   config = base_config(tmp_path, stage="student", distill={"teachers": (directory,)})
   with pytest.raises(ValueError, match="has 3 classes, the data has 10"):
     stages.validate_run(config)
 
 
 def test_teacher_with_other_image_size(tmp_path):
-  directory = fake_teacher(str(tmp_path / "teacher"), num_classes=10, image_size=32)
+  directory = fakes.fake_run(str(tmp_path / "teacher"), image_size=32)
   config = base_config(tmp_path, stage="student", distill={"teachers": (directory,)})
   with pytest.raises(ValueError, match="takes 32px images, the student 28px"):
     stages.validate_run(config)
@@ -67,6 +55,7 @@ def test_unwritable_workdir(tmp_path):
     stages.validate_run(base_config(tmp_path, workdir=str(blocker / "run")))
 
 
+@pytest.mark.slow  # three CLI processes
 @pytest.mark.parametrize("args, message", [
     (["--backbone=vgg"], "unknown backbone 'vgg'"),
     (["--stage=student"], "--stage=student needs --teachers"),

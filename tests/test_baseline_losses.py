@@ -139,13 +139,11 @@ def test_class_balanced_focal_is_cui_et_al_sigmoid_focal():
   assert far == pytest.approx(0.4 * 100, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_ldam_weighted_mean_spans_the_replicas():
   # One LDAM-DRW step on 2 logical CPUs (MirroredStrategy) equals one device; each replica
   # dividing by its own sum of weights does not (the batch splits frequent / rare classes).
-  result = helpers.run_module("tests.ldam_replicas")
-  assert result.returncode == 0, result.stderr[-3000:]
-  values = {name: float(value) for name, value in
-            (line.split() for line in result.stdout.splitlines() if line.count(" ") == 1)}
+  values = helpers.run_script("ldam_replicas")
   assert values["all_reduced_difference"] < 1e-4
   assert values["per_replica_difference"] > 1e-2
   assert values["all_reduced_loss"] == pytest.approx(values["single_loss"], rel=1e-5)

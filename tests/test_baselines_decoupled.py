@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from cbd_tf import config as config_lib
-from cbd_tf import decoupled, evaluate, export, run_dir, stages
+from cbd_tf import decoupled, evaluation, run_dir, serving, stages
 from cbd_tf.models import heads
 from tests import helpers
 
@@ -243,18 +243,20 @@ def linear_teacher(tmp_path_factory):
   return teacher.workdir, root
 
 
+@pytest.mark.slow
 def test_linear_teacher_reloads_and_exports(linear_teacher, tmp_path):
   teacher_dir, _ = linear_teacher
   model, saved = run_dir.load_classifier(teacher_dir)
   assert saved.model.head == "linear" and isinstance(model.head, heads.LinearClassifier)
   assert saved.model.head_norm_power is None and np.any(model.head.bias.numpy() != 0)
   images, _ = helpers.tiny_batch(4, 16)
-  export_dir = export.export_run(teacher_dir, str(tmp_path / "export"))
+  export_dir = serving.export_run(teacher_dir, str(tmp_path / "export"))
   served = tf.saved_model.load(export_dir).signatures["predict_images"](images=tf.constant(images))
   np.testing.assert_allclose(served["probabilities"].numpy(),
                              tf.nn.softmax(model(images)).numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tau_norm_sweeps_on_validation_and_reloads(linear_teacher):
   teacher_dir, root = linear_teacher
   config = _tiny_config(root / "tau", stage="tau_norm", long_tail={"backbone_from": teacher_dir})
@@ -268,7 +270,7 @@ def test_tau_norm_sweeps_on_validation_and_reloads(linear_teacher):
   assert saved.stage == "tau_norm" and model.head.norm_power == result["tau"]
   # The sweep was scored on the validation split: the chosen tau's entry is val's metrics.
   assert sweep[best]["top1"] == pytest.approx(result["val"]["top1"])
-  again = evaluate.evaluate_run(config.workdir)  # what `python -m cbd_tf.evaluate` runs
+  again = evaluation.evaluate_run(config.workdir)  # what `python -m cbd_tf.evaluate` runs
   assert again["top1"] == pytest.approx(result["top1"]) and again["tau_sweep"] == sweep
   with open(os.path.join(config.workdir, run_dir.METRICS)) as f:
     assert json.load(f)["tau"] == result["tau"]
@@ -290,6 +292,7 @@ def test_tau_norm_without_tau_and_without_validation_split_fails_first(tmp_path)
   stages.validate_run(config.replace(long_tail={"tau": 1.0}))  # an explicit tau needs none
 
 
+@pytest.mark.slow
 def test_lws_keeps_the_best_validation_epoch_with_training_batchnorm(linear_teacher):
   teacher_dir, root = linear_teacher
   config = _tiny_config(root / "lws", stage="lws", optimizer={"steps_per_epoch": 1},
@@ -318,6 +321,7 @@ def test_lws_keeps_the_best_validation_epoch_with_training_batchnorm(linear_teac
   assert not np.allclose(model.head.class_scale.numpy(), 1.0)
 
 
+@pytest.mark.slow
 def test_ncm_default_is_cl2n_euclidean_and_reloads(linear_teacher):
   teacher_dir, root = linear_teacher
   config = _tiny_config(root / "ncm", stage="ncm", long_tail={"backbone_from": teacher_dir},
@@ -327,7 +331,7 @@ def test_ncm_default_is_cl2n_euclidean_and_reloads(linear_teacher):
   assert isinstance(model.head, heads.NCMClassifier)
   assert (model.head.features, model.head.distance) == ("cl2n", "euclidean")
   assert not np.allclose(model.head.feature_mean.numpy(), 0.0)
-  again = evaluate.evaluate_run(config.workdir)
+  again = evaluation.evaluate_run(config.workdir)
   assert again["per_class"] == pytest.approx(result["per_class"])
   images, _ = helpers.tiny_batch(4, 16)
   served = tf.saved_model.load(str(root / "ncm_export")).signatures["predict_images"](

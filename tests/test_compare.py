@@ -41,6 +41,15 @@ def test_methods_cover_the_baselines_and_share_runs(compare):
   assert compare.RUNS["la_posthoc"].posthoc_from == "ce_linear"
 
 
+def test_default_method_list_parses_to_every_method(compare):
+  # Method names contain commas: the default list is written with run names.
+  default = compare.build_parser().parse_args([]).methods
+  assert compare.parse_methods(default) == list(compare.METHODS)
+  assert compare.parse_methods("ce_linear, CBD") == ["CE (instance sampling)", "CBD"]
+  with pytest.raises(SystemExit, match="unknown methods.*'nope'"):
+    compare.parse_methods("crt,nope")
+
+
 def test_posthoc_run_reevaluates_the_trained_model(compare, tmp_path, monkeypatch):
   from cbd_tf import config as config_lib, run_dir  # pylint: disable=import-outside-toplevel
   trained = tmp_path / "ce_linear"

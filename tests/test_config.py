@@ -44,3 +44,10 @@ def test_teacher_specs():
   for bad in ("vanilla", "sepia:1", "jitter:x"):
     with pytest.raises(ValueError, match="teacher spec"):
       config_lib.parse_teacher_spec(bad)
+
+
+def test_empty_cache_dir_in_config_json_resolves_to_the_run():
+  # config.json files written from Python before the cache dir was resolved in Config.
+  values = valid_config().to_dict()
+  values["data"]["cache_dir"] = ""
+  assert config_lib.Config.from_dict(values).data.cache_dir == "/tmp/x/data_cache"

@@ -34,7 +34,7 @@ def parsed():
   result = subprocess.run(
       [sys.executable, "-c", _PARSE_ALL, *relative], cwd=helpers.ROOT, capture_output=True,
       text=True, timeout=300, check=False,
-      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": helpers.ROOT})
+      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
   assert result.returncode == 0, result.stderr[-3000:]
   values = json.loads(result.stdout.strip().splitlines()[-1])
   return {os.path.basename(path)[:-len(".flags")]: config for path, config in values.items()}

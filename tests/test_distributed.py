@@ -13,6 +13,9 @@ import pytest
 
 from tests import helpers
 
+# Each test trains the smoke teacher in one or two processes.
+pytestmark = pytest.mark.slow
+
 ARGS = ["--flagfile=configs/smoke.flags", "--teacher_specs=vanilla:1", "--epochs=2",
         "--steps_per_epoch=2", "--sync_batchnorm", "--deterministic", "--eval_every_epochs=0"]
 # Summation order differs across replicas and processes (float32 rounding, ~1e-7 a
@@ -72,7 +75,7 @@ def test_two_worker_processes_match_one_device(single_device, tmp_path):
   for index in range(2):
     tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
     env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": helpers.ROOT, "TMPDIR": str(tmp_path)}
+           "TMPDIR": str(tmp_path)}
     processes.append(subprocess.Popen(  # pylint: disable=consider-using-with
         [sys.executable, "-m", "cbd_tf.train", *ARGS, f"--workdir={tmp_path / 'run'}",
          "--strategy=multi_worker"], cwd=helpers.ROOT, env=env, stdout=subprocess.PIPE,

@@ -8,15 +8,8 @@ import pytest
 
 from tests import helpers
 
-
-@pytest.fixture(scope="module")
-def pipeline_dir(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("smoke"))
-  result = helpers.run_module("cbd_tf.train", "--flagfile=configs/smoke.flags",
-                              f"--workdir={workdir}", "--log_every_steps=1",
-                              "--profile_batches=1,2", f"--export_dir={workdir}/export")
-  assert result.returncode == 0, result.stderr[-3000:]
-  return workdir, result.stdout
+# Every test reads the smoke pipeline trained through the command line (conftest.py).
+pytestmark = pytest.mark.slow
 
 
 def test_pipeline_trains_every_run_and_prints_comparison(pipeline_dir):

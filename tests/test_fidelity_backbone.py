@@ -161,7 +161,9 @@ def test_forward_matches_official_definition_in_tf_ops(depth):
   assert used == {layer.name for layer in model.layers if layer.weights}  # no extra layers
 
 
-@pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
+# ResNet-101 and -152 take seconds each to build: in the full suite only.
+@pytest.mark.parametrize("depth", [18, 34, 50, pytest.param(101, marks=pytest.mark.slow),
+                                   pytest.param(152, marks=pytest.mark.slow)])
 def test_convs_kernels_strides_and_projections_are_official(depth):
   model = backbone(depth)
   expected = {our_name(path): spec for path, spec in official_convs(depth).items()}
@@ -221,6 +223,7 @@ def test_cosine_classifier_kernel_is_glorot_uniform_as_official_cosine_layer():
   assert abs(kernel.mean()) < 0.01 * limit
 
 
+@pytest.mark.slow  # builds ResNet-18 and -50
 def test_trainable_weight_counts():
   def trainable(model):
     return sum(int(np.prod(w.shape)) for w in model.trainable_weights)

@@ -270,6 +270,7 @@ def broken_after(function):
   return broken
 
 
+@pytest.mark.slow
 def test_error_in_augmentation_is_raised_not_swallowed(tmp_path, monkeypatch):
   split = write_jpeg_split(tmp_path)
   monkeypatch.setattr(augment, "augment_image", broken_after(augment.augment_image))

@@ -6,6 +6,7 @@ from cbd_tf.distiller import CBDDistiller
 from tests import helpers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_head_and_losses_stay_float32(policy):
   keras.mixed_precision.set_global_policy(policy)

@@ -10,10 +10,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from cbd_tf import export, run_dir
+from cbd_tf import evaluation, run_dir, serving
 from cbd_tf.data import augment
 from tests import helpers
-from tests.test_end_to_end import pipeline_dir  # noqa: F401  # pylint: disable=unused-import
+
+# Every test reads the smoke pipeline trained through the command line (conftest.py).
+pytestmark = pytest.mark.slow
 
 
 def write_images(directory):
@@ -28,15 +30,13 @@ def write_images(directory):
   return paths
 
 
-def test_served_probabilities_match_in_memory_model(pipeline_dir, tmp_path):  # noqa: F811
+def test_served_probabilities_match_in_memory_model(pipeline_dir, tmp_path):
   workdir, _ = pipeline_dir
   export_dir = os.path.join(workdir, "export")
   paths = write_images(str(tmp_path))
-  output = str(tmp_path / "served.npz")
-  result = helpers.run_module("tests.serve_export", export_dir, output, *paths)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "broken_request InvalidArgument" in result.stdout
-  served = np.load(output)
+  served = {name: np.asarray(value) for name, value in
+            helpers.run_script("serve_export", export_dir, *paths).items()}
+  assert str(served["broken_request"]).startswith("InvalidArgument")
   model, config = run_dir.load_classifier(os.path.join(workdir, "student"))
   images = tf.stack([augment.preprocess_eval(tf.io.decode_image(
       open(p, "rb").read(), channels=3, expand_animations=False), config.data) for p in paths])
@@ -48,7 +48,7 @@ def test_served_probabilities_match_in_memory_model(pipeline_dir, tmp_path):  # 
                                 served["top_k_classes"].astype(str))  # mnist names are digits
 
 
-def test_export_has_both_signatures_assets_and_no_teacher(pipeline_dir):  # noqa: F811
+def test_export_has_both_signatures_assets_and_no_teacher(pipeline_dir):
   workdir, _ = pipeline_dir
   export_dir = os.path.join(workdir, "export")
   # The venv's script, whether or not the venv is activated.
@@ -60,7 +60,7 @@ def test_export_has_both_signatures_assets_and_no_teacher(pipeline_dir):  # noqa
                "outputs['top_k_classes']", "outputs['top_k_scores']", "outputs['top_k_labels']",
                "outputs['features']"):
     assert text in shown
-  class_names, train_counts, config = export.read_export_assets(export_dir)
+  class_names, train_counts, config = serving.read_export_assets(export_dir)
   assert class_names == [str(d) for d in range(10)] and train_counts[0] == 400
   assert config.stage == "student"
   student, _ = run_dir.load_classifier(os.path.join(workdir, "student"))
@@ -69,12 +69,11 @@ def test_export_has_both_signatures_assets_and_no_teacher(pipeline_dir):  # noqa
   assert exported_values == sum(int(np.prod(w.shape)) for w in student.weights)
 
 
-def test_evaluate_saved_model_matches_run_dir(pipeline_dir):  # noqa: F811
+def test_evaluate_saved_model_matches_run_dir(pipeline_dir):
   workdir, _ = pipeline_dir
   result = helpers.run_module("cbd_tf.evaluate", f"--saved_model={workdir}/export")
   assert result.returncode == 0, result.stderr[-3000:]
-  from cbd_tf import evaluate  # pylint: disable=import-outside-toplevel
-  from_export = evaluate.evaluate_saved_model(os.path.join(workdir, "export"))
+  from_export = evaluation.evaluate_saved_model(os.path.join(workdir, "export"))
   stored = run_dir.read_json(os.path.join(workdir, "student", "metrics.json"))
   assert from_export["per_class"] == pytest.approx(stored["per_class"])
   assert from_export["top1"] == pytest.approx(stored["top1"])
@@ -88,7 +87,7 @@ def scalar_tags(directory):
   return tags
 
 
-def test_tensorboard_scalars_profile_and_reports(pipeline_dir):  # noqa: F811
+def test_tensorboard_scalars_profile_and_reports(pipeline_dir):
   workdir, _ = pipeline_dir
   student_tags = scalar_tags(os.path.join(workdir, "student", "tensorboard"))
   assert {"train/loss", "train/loss_ce", "train/loss_distill", "train/lr", "val/top1",

@@ -1,9 +1,9 @@
 """Images/s of the one-time work before training: the image check and the export to the cache.
 
-  PYTHONPATH=. python tools/bench_prepare.py          # 500 JPEGs, 100,000 tiny files; ~4 min
-  PYTHONPATH=. python tools/bench_prepare.py --tiny   # seconds; what the test suite runs
+  python tools/bench_prepare.py          # 500 JPEGs, 100,000 tiny files; ~4 min
+  python tools/bench_prepare.py --tiny   # seconds; what the test suite runs
 
-Run from the project root with PYTHONPATH=. (as the test suite runs the tools). Both
+Needs the package installed (pip install -r requirements.txt), as every tool. Both
 passes run once per data set and cache directory (cbd_tf/data/source_cache.py); the
 files are written to a temporary directory under --work_dir and removed afterwards.
 Rows:

@@ -30,9 +30,6 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
 # name: (classes, most, fewest, total examples)
 PROFILES = {
     "imagenet_lt": (1000, 1280, 5, 115_846),
@@ -197,7 +194,7 @@ def run_in_subprocess(method, profile, args) -> dict:
              "--start_step", str(args.start_step)]
   if args.progress is not None:
     command += ["--progress", str(args.progress)]
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
   try:
     result = subprocess.run(command, capture_output=True, text=True, env=env,
                             timeout=args.timeout, check=False)

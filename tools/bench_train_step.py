@@ -27,9 +27,6 @@ import statistics
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
 # name: (backbone, image size, batch, classes)
 MODELS = {
     "resnet32": ("resnet32", 32, 128, 100),

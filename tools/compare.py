@@ -39,8 +39,8 @@ from typing import Callable
 
 import numpy as np
 
+# The project root: runs start there, so flagfiles include each other by relative paths.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 COLUMNS = ("top1", "many", "medium", "few", "ece")
 
 
@@ -301,13 +301,24 @@ def write_outputs(workdir: str, rows: dict, seeds: list[int], options: dict) -> 
   return table
 
 
-def main() -> None:
+def parse_methods(text: str) -> list[str]:
+  """Comma-separated run names (ce_linear, crt, ...) or method names -> method names; exits
+  with a one-line error naming the unknown ones."""
+  by_run = {run: method for method, run in METHODS.items()}
+  methods = [by_run.get(m.strip(), m.strip()) for m in text.split(",") if m.strip()]
+  unknown = [m for m in methods if m not in METHODS]
+  if unknown:
+    sys.exit(f"compare: unknown methods {unknown}; valid run names: {', '.join(RUNS)}")
+  return methods
+
+
+def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--flagfile", default="configs/demo.flags")
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--workdir", default="runs/compare_demo")
-  parser.add_argument("--methods", default=",".join(METHODS),
-                      help="comma-separated method names or run names: "
+  parser.add_argument("--methods", default=",".join(METHODS.values()),
+                      help="comma-separated run names (or method names without commas): "
                       + ", ".join(f"{m} ({r})" for m, r in METHODS.items()))
   parser.add_argument("--epochs", type=int, default=0, help="override the flagfile's epochs")
   parser.add_argument("--decoupled_epochs", type=int, default=0,
@@ -315,12 +326,12 @@ def main() -> None:
                       "(cRT 10, LWS 5)")
   parser.add_argument("--tau", type=float, default=None, help="fixed tau; default: sweep")
   parser.add_argument("--extra", default="", help="more train flags, space-separated")
-  args = parser.parse_args()
-  by_run = {run: method for method, run in METHODS.items()}
-  methods = [by_run.get(m.strip(), m.strip()) for m in args.methods.split(",") if m.strip()]
-  unknown = [m for m in methods if m not in METHODS]
-  if unknown:
-    sys.exit(f"compare: unknown methods {unknown}; valid: {', '.join(METHODS)}")
+  return parser
+
+
+def main() -> None:
+  args = build_parser().parse_args()
+  methods = parse_methods(args.methods)
   seeds = [int(s) for s in args.seeds.split(",")]
   workdir = os.path.abspath(args.workdir)
   os.makedirs(workdir, exist_ok=True)

@@ -8,32 +8,16 @@ Policies say how likely each class is (examples within a class are equally likel
                   in [0, 1]: a float, or a tf.Variable read each time a block is drawn
 
 Methods say how the stream is made (`--sampling_method`). Each reaches the policy's class
-distribution exactly in expectation; they differ in cost and in what the source must
-offer (numbers from tools/bench_sampling.py at 8,142 classes, 2 shared CPU cores):
+distribution exactly in expectation:
 
-  method     source needs   reads/example  cost
-  index      random access  1              one argsort; in-graph blocks of 4,096 draws
-                                           (class, then example). < 1 s setup, ~0.5M/s,
-                                           ~40 MB. What `auto` picks.
-  per_class  random access  1              one shuffled, repeated dataset per class, picked
-                                           by the in-graph class stream through
-                                           choose_from_datasets: ~1 minute setup (Python
-                                           builds 3 dataset ops per class), ~10k/s, ~250 MB.
-                                           No repeat of an example inside a class's pass.
-  rejection  a stream       ~1/acceptance  Dataset.rejection_resample, initial distribution
-                            (23 ImageNet-   given: ~300/s, every record zips in a C-long
-                            LT, 27 iNat)    acceptance vector. progressive: our own O(1) filter.
-  resample   a stream       1              the reference: floor(r) + Bernoulli copies of each
-                                           record in a row, or kept with probability r,
-                                           r = p_c / (n_c / N); then a 1,000-record shuffle
-                                           buffer. ~4k/s.
-
-Why `index` is the default: it draws every example independently. `resample` repeats
-every tail record r times in a row (r = 23 for a 5-image ImageNet-LT class, 27 for a
-2-image iNaturalist class), and the shuffle buffer only spreads those copies over about a
-buffer's length: measured, 12.5% (ImageNet-LT-like) / 15.2% (iNaturalist-like) of a
-128-batch repeats an image already in it, against 0.3% / 0.1% for independent draws, and
-class counts over a short window are lumpy. It is here to reproduce the reference.
+  index      what training uses (`auto`): in-graph blocks of 4,096 draws (class, then
+             example in the class), every example drawn independently; needs random access.
+             At 8,142 classes (tools/bench_sampling.py, 2 shared CPU cores): one argsort,
+             < 1 s setup, ~0.5M/s, ~40 MB.
+  per_class, rejection, resample
+             the reference methods, in stream_sampling.py with their costs: 50x
+             (per_class, after ~1 minute of setup) to 1,600x (rejection) fewer draws per
+             second, and `resample` repeats tail images inside a batch.
 
 Positions and resuming. `sample_examples` gives (index, example_seed) pairs. With `index`
 both are functions of the example's position P in the stream: block P // 4,096 is drawn
@@ -53,11 +37,13 @@ and parsed but never decoded. In training every source has random access; `rejec
 
 `progress` for progressive sampling is read when a block of 4,096 classes is drawn (index,
 per_class) or per record (rejection, resample); draws already made (a block, the prefetch
-buffer, resample's shuffle buffer) keep the value they were drawn with.
+buffer, resample's shuffle buffer) keep the value they were drawn with. In training,
+`progress_tracker` makes it and the callback that moves it.
 """
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -66,10 +52,7 @@ from cbd_tf.data import stream_sampling
 
 POLICIES = ("instance", "class_balanced", "sqrt", "progressive")
 METHODS = config_lib.SAMPLING_METHODS
-STREAM_METHODS = ("auto", "rejection", "resample")
-RESAMPLE_SHUFFLE_BUFFER = stream_sampling.RESAMPLE_SHUFFLE_BUFFER
-# Above this many records read per example kept, `auto` on a stream prefers `resample`.
-MAX_REJECTION_READS = 4.0
+STREAM_METHODS = stream_sampling.STREAM_METHODS
 _BLOCK_SIZE = 4096
 # Second word of the stateless seed of each random stream drawn from one seed.
 _CLASSES, _WITHIN_CLASS, _PASSES, _EXAMPLE_SEEDS = 1, 2, 3, 4
@@ -158,8 +141,9 @@ def sample_stream(examples: tf.data.Dataset, class_counts, policy: str = "class_
   shuffling plus a buffer); it is repeated here. `class_counts` are the source's training
   counts, known in advance (TFDS metadata or one counting pass). Keep images encoded in
   `examples` and decode after this: the stream methods read every record but keep only some.
-  `method="auto"` picks `rejection` when it reads at most MAX_REJECTION_READS records per
-  example kept (never true at ImageNet-LT or iNaturalist imbalance), else `resample`.
+  `method="auto"` picks `rejection` when it reads at most stream_sampling.MAX_REJECTION_READS
+  records per example kept (never true at ImageNet-LT or iNaturalist imbalance), else
+  `resample`.
   tf.data's rejection_resample iterates `examples` twice: it mixes the raw stream in.
   """
   check_policy(policy)
@@ -173,11 +157,37 @@ def sample_stream(examples: tf.data.Dataset, class_counts, policy: str = "class_
 
 
 def stream_method(class_counts, policy: str) -> str:
-  """What `auto` picks for a stream: `rejection` (exact, independent draws) unless it reads
-  more than MAX_REJECTION_READS records per example kept, then `resample` (one read each)."""
+  """What `auto` picks for a stream under `policy` (stream_sampling.auto_method)."""
   worst_progress = 1.0 if policy == "progressive" else 0.0
-  reads = records_per_example(class_counts, policy, worst_progress)
-  return "rejection" if reads <= MAX_REJECTION_READS else "resample"
+  return stream_sampling.auto_method(records_per_example(class_counts, policy, worst_progress))
+
+
+def progress_tracker(policy: str, start_step: int, total_steps: int
+                     ) -> tuple[tf.Variable | None, list[keras.callbacks.Callback]]:
+  """`progressive`'s t as a variable at start_step / total_steps, and the callback that moves
+  it with training; (None, []) for the other policies. Pass the variable to the input
+  pipeline as `progress`. Call outside any strategy scope: the input pipelines read it on
+  the host."""
+  check_policy(policy)
+  if policy != "progressive":
+    return None, []
+  if total_steps <= 0:
+    raise ValueError(f"total_steps must be positive, got {total_steps}")
+  progress = tf.Variable(start_step / total_steps, trainable=False, dtype=tf.float32)
+  return progress, [SamplingProgress(progress, total_steps)]
+
+
+class SamplingProgress(keras.callbacks.Callback):
+  """Sets the `progressive` sampler's t = step / total steps before every step."""
+
+  def __init__(self, progress: tf.Variable, total_steps: int):
+    super().__init__()
+    self.progress = progress
+    self.total_steps = total_steps
+
+  def on_train_batch_begin(self, batch, logs=None):
+    step = int(self.model.optimizer.iterations.numpy())
+    self.progress.assign(min(step / self.total_steps, 1.0))
 
 
 def _sample(labels, policy, method, seed, num_classes, progress, start, with_seeds):
@@ -339,7 +349,4 @@ def _stream(records, counts, policy, method, seed, read_progress):
   if policy == "instance":
     return records
   target = None if policy == "progressive" else class_probabilities(counts, policy)
-  ratio = stream_sampling.ratio_reader(counts, target, read_progress)
-  if method == "rejection":
-    return stream_sampling.rejection(records, counts, target, seed, ratio)
-  return stream_sampling.resample(records, seed, ratio)
+  return stream_sampling.resampled(records, counts, method, seed, target, read_progress)

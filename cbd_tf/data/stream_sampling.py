@@ -1,9 +1,32 @@
-"""The reference sampling methods: per_class, rejection, resample (cbd_tf.data.sampling
-picks among them and documents what each costs).
+"""The reference sampling methods: per_class, rejection, resample. Training draws with
+`index` (sampling.py); these reproduce the reference and serve sources without random
+access. sampling.sample_indices / sample_examples / sample_stream reach them through
+--sampling_method; numbers from tools/bench_sampling.py at 8,142 classes, 2 shared CPU cores:
 
-Each turns a stream into one drawn by a class distribution. None of them is a function
-of the position, so a resumed run reaches its step by skipping: only `index`, in
-sampling.py, starts at any position in constant time.
+  method     source needs   reads/example  cost
+  per_class  random access  1              one shuffled, repeated dataset per class, picked
+                                           by the in-graph class stream through
+                                           choose_from_datasets: ~1 minute setup (Python
+                                           builds 3 dataset ops per class), ~10k/s, ~250 MB.
+                                           No repeat of an example inside a class's pass.
+  rejection  a stream       ~1/acceptance  Dataset.rejection_resample, initial distribution
+                            (23 ImageNet-   given: ~300/s, every record zips in a C-long
+                            LT, 27 iNat)    acceptance vector. progressive: our own O(1) filter.
+  resample   a stream       1              the reference: floor(r) + Bernoulli copies of each
+                                           record in a row, or kept with probability r,
+                                           r = p_c / (n_c / N); then a 1,000-record shuffle
+                                           buffer. ~4k/s.
+
+`resample` repeats every tail record r times in a row (r = 23 for a 5-image ImageNet-LT
+class, 27 for a 2-image iNaturalist class), and the shuffle buffer only spreads those
+copies over about a buffer's length: measured, 12.5% (ImageNet-LT-like) / 15.2%
+(iNaturalist-like) of a 128-batch repeats an image already in it, against 0.3% / 0.1% for
+independent draws, and class counts over a short window are lumpy.
+
+None of them is a function of the position, so a resumed run reaches its step by
+skipping, in time linear in the step: only `index` starts at any position in constant
+time. `progress` (progressive) is read per block of classes (per_class) or per record
+(rejection, resample); resample's shuffle buffer keeps the value its records were drawn with.
 """
 
 from __future__ import annotations
@@ -12,6 +35,29 @@ import numpy as np
 import tensorflow as tf
 
 RESAMPLE_SHUFFLE_BUFFER = 1000  # the reference's config.shuffle_buffer_size
+# What sampling.sample_stream takes: sources without random access.
+STREAM_METHODS = ("auto", "rejection", "resample")
+# Above this many records read per example kept, `auto` on a stream prefers `resample`.
+MAX_REJECTION_READS = 4.0
+
+
+def auto_method(records_per_example: float) -> str:
+  """What `auto` picks for a stream: `rejection` (exact, independent draws) unless it reads
+  more than MAX_REJECTION_READS records per example kept, then `resample` (one read each)."""
+  return "rejection" if records_per_example <= MAX_REJECTION_READS else "resample"
+
+
+def resampled(records, counts, method: str, seed: int, target=None,
+              read_progress=None) -> tf.data.Dataset:
+  """An instance-distributed (example, label) stream redrawn by `method` (rejection or
+  resample) to class probabilities `target`, or, `target` None, to progressive's p_c(t),
+  t read by `read_progress()`."""
+  if method not in STREAM_METHODS[1:]:
+    raise ValueError(f"unknown stream method {method!r}; valid: {', '.join(STREAM_METHODS[1:])}")
+  ratio = ratio_reader(counts, target, read_progress)
+  if method == "rejection":
+    return rejection(records, counts, target, seed, ratio)
+  return resample(records, seed, ratio)
 
 
 def per_class_datasets(by_class, counts, classes_of_block, seed) -> tf.data.Dataset:

@@ -1,37 +1,16 @@
-"""Classifier: backbone (+ projection for CBD students) + head; stage-one train_step."""
+"""Classifier: backbone (+ projection for CBD students) + head, trained by the shared
+train step (cbd_tf/train_step.py) on cross-entropy or a long-tail loss."""
 
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
-from cbd_tf import losses
+from cbd_tf import losses, train_step
 from cbd_tf.models import heads, resnet
 
 
-def replica_count() -> int:
-  return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def step_logs(metrics) -> dict:
-  """Metric results as a train_step returns them. Across workers Keras 3.15 reduces them
-  along axis 0 and fails on scalars, so there they get a length-1 axis."""
-  multi_worker = isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy)
-  return {m.name: tf.reshape(m.result(), [1]) if multi_worker else m.result() for m in metrics}
-
-
-def build_optimizer_for(model: keras.Model) -> None:
-  """Stands in for Keras' `_maybe_symbolic_build`, which probes the first batch with a
-  strategy.reduce that fails across workers (MultiWorkerMirroredStrategy, Keras 3.15).
-  Our models are built in __init__ and compile no Keras losses or metrics, so only the
-  optimiser is left to build."""
-  if model.optimizer is not None and not model.optimizer.built:
-    with model.distribute_strategy.scope():
-      model.optimizer.build(model.trainable_variables)
-
-
 @keras.saving.register_keras_serializable(package="cbd_tf")
-class Classifier(keras.Model):
+class Classifier(train_step.TrainStepModel):
   """Images in [0, 1] of shape (N, S, S, 3) -> logits (N, C).
 
   `embed` gives the feature the head sees: the backbone's pooled embedding, or, with
@@ -46,7 +25,7 @@ class Classifier(keras.Model):
                sync_batchnorm: bool = False, head_norm_power: float | None = None,
                class_scales: bool = False, head: str = "cosine", ncm_features: str = "cl2n",
                ncm_distance: str = "euclidean", **kwargs):
-    super().__init__(**kwargs)
+    super().__init__(term_names=("ce",), **kwargs)
     self.backbone_name = backbone
     self.num_classes = num_classes
     self.image_size = image_size
@@ -63,12 +42,7 @@ class Classifier(keras.Model):
     self.head = heads.build_head(head, num_classes, cosine_scale, norm_power=head_norm_power,
                                  class_scales=class_scales, ncm_features=ncm_features,
                                  ncm_distance=ncm_distance)
-    self.weight_decay = 0.0
     self.loss_fn = losses.cross_entropy_loss
-    self.loss_metric = keras.metrics.Mean(name="loss")
-    self.loss_ce_metric = keras.metrics.Mean(name="loss_ce")
-    self.loss_wd_metric = keras.metrics.Mean(name="loss_weight_decay")
-    self.accuracy_metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     # Built now, so layers used only in train_step exist before an optimiser sees them.
     self.build((None, image_size, image_size, 3))
 
@@ -100,44 +74,25 @@ class Classifier(keras.Model):
   def compile(self, optimizer="sgd", loss=None, weight_decay: float = 0.0, metrics=None,
               **kwargs):
     """`loss(labels, logits)` -> batch mean (default cross-entropy); `weight_decay` is the L2
-    coefficient of the official term wd * 0.5 * tf.nn.l2_loss(w) = 0.25 * wd * sum(w^2)."""
+    coefficient of the official term wd * 0.5 * tf.nn.l2_loss(w) = 0.25 * wd * sum(w^2).
+    Logs loss, loss_ce (the value of `loss`), loss_weight_decay and accuracy; `metrics` is
+    accepted for Keras' signature and not used."""
     self.loss_fn = loss or losses.cross_entropy_loss
-    self.weight_decay = weight_decay
-    super().compile(optimizer=optimizer, **kwargs)
+    super().compile(optimizer=optimizer, weight_decay=weight_decay, **kwargs)
 
-  @property
-  def metrics(self):
-    return [self.loss_metric, self.loss_ce_metric, self.loss_wd_metric, self.accuracy_metric]
-
-  def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-    build_optimizer_for(self)
-
-  def train_step(self, data):
-    images, labels = data[0], data[1]
-    with tf.GradientTape() as tape:
-      logits = self(images, training=True)
-      ce = self.loss_fn(labels, logits)
-      weight_decay = losses.weight_decay_loss(self.trainable_weights, self.weight_decay)
-      total = ce + weight_decay
-      # Replica gradients are summed, so each replica's batch mean is divided by their count.
-      scaled = self.optimizer.scale_loss(total / replica_count())
-    gradients = tape.gradient(scaled, self.trainable_weights)
-    self.optimizer.apply(gradients, self.trainable_weights)
-    self.loss_metric.update_state(total)
-    self.loss_ce_metric.update_state(ce)
-    self.loss_wd_metric.update_state(weight_decay)
-    self.accuracy_metric.update_state(labels, logits)
-    return step_logs(self.metrics)
+  def loss_terms(self, images, labels, targets):
+    logits = self(images, training=True)
+    return logits, {"ce": train_step.Term(self.loss_fn(labels, logits))}
 
   def test_step(self, data):
     images, labels = data[0], data[1]
     logits = self(images, training=False)
     ce = self.loss_fn(labels, logits)
+    ce_metric = self.term_metrics["ce"]
     self.loss_metric.update_state(ce)
-    self.loss_ce_metric.update_state(ce)
+    ce_metric.update_state(ce)
     self.accuracy_metric.update_state(labels, logits)
-    return {m.name: m.result() for m in (self.loss_metric, self.loss_ce_metric,
-                                         self.accuracy_metric)}
+    return {m.name: m.result() for m in (self.loss_metric, ce_metric, self.accuracy_metric)}
 
   def get_config(self):
     return {"name": self.name, "trainable": self.trainable, "backbone": self.backbone_name,

@@ -10,7 +10,7 @@ from cbd_tf import config as config_lib
 from cbd_tf import stages
 from cbd_tf.data import long_tail, mnist_sources, sources
 from tests import helpers
-from tests.data import test_sources_training
+from tests.fakes import smoke_config
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +99,9 @@ def test_config_header_names_its_command():
   assert "--dataset=mnist_pairs_lt" in text and "--nohorizontal_flip" in text
 
 
+@pytest.mark.slow
 def test_pipeline_trains_teacher_and_student_for_two_steps(tmp_path, source):
-  config = test_sources_training.smoke_config(tmp_path, dataset="mnist_pairs_lt").replace(
+  config = smoke_config(tmp_path, dataset="mnist_pairs_lt").replace(
       data={"image_size": 32, "crop_min_area": 0.85, "horizontal_flip": False,
             "eval_crop_fraction": 1.0},
       optimizer={"steps_per_epoch": 2})

@@ -91,6 +91,7 @@ def write_png_split(directory, split):
   return sources.Split.from_files(paths, split.labels)
 
 
+@pytest.mark.slow
 def test_file_split_gives_the_same_batches_as_decoded_images(tmp_path):
   in_memory = tiny_split(num_examples=12, size=16, channels=3)
   on_disk = write_png_split(str(tmp_path), in_memory)
@@ -132,6 +133,7 @@ def test_each_randaugment_operation_keeps_shape_and_range(name):
     assert not np.allclose(output.numpy(), image.numpy()), name
 
 
+@pytest.mark.slow
 def test_randaugment_is_seeded_per_example_and_same_in_graph():
   data = DATA.__class__(**{**DATA.__dict__, "randaugment": True})
   image = tf.constant(tiny_split(size=20, channels=3).images[0])

@@ -7,7 +7,7 @@ import pytest
 
 from cbd_tf.data import source_cache
 from cbd_tf.data.source_types import Split
-from tests.data.test_sources import image_bytes, write_file
+from tests.fakes import image_bytes, write_file
 
 
 def write_split(root):

@@ -1,79 +1,14 @@
 """File lists, image folders and TFRecords on small real image files written here."""
 
 import os
-import struct
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
 from cbd_tf import config as config_lib
 from cbd_tf.data import long_tail, pipeline, source_cache, sources
-
-# The classic 1x1 GIF89a.
-GIF_BYTES = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00"
-             b"\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
-
-
-def image_bytes(kind: str, seed: int = 0, size=(10, 14)) -> bytes:
-  """Encoded test images: png, jpeg, gray_png, gray_jpeg, rgba_png, png16, gif, bmp, and
-  broken ones: truncated_jpeg, corrupt_png, text, empty."""
-  rng = np.random.default_rng(seed)
-  rgb = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
-  encoders = {
-      "png": lambda: tf.io.encode_png(rgb),
-      "jpeg": lambda: tf.io.encode_jpeg(rgb),
-      "gray_png": lambda: tf.io.encode_png(rgb[..., :1]),
-      "gray_jpeg": lambda: tf.io.encode_jpeg(rgb[..., :1]),
-      "rgba_png": lambda: tf.io.encode_png(np.concatenate([rgb, rgb[..., :1]], axis=-1)),
-      "png16": lambda: tf.io.encode_png(rgb.astype(np.uint16) * 257),
-      "gif": lambda: GIF_BYTES,
-      "bmp": lambda: _bmp(rgb),
-  }
-  if kind in encoders:
-    value = encoders[kind]()
-    return value if isinstance(value, bytes) else value.numpy()
-  jpeg = tf.io.encode_jpeg(rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)).numpy()
-  png = tf.io.encode_png(rgb).numpy()
-  return {"truncated_jpeg": jpeg[:len(jpeg) // 2], "corrupt_png": png[:30] + b"\0" * 40,
-          "text": b"not an image\n", "empty": b""}[kind]
-
-
-def _bmp(rgb: np.ndarray) -> bytes:
-  height, width, _ = rgb.shape
-  row = (width * 3 + 3) // 4 * 4
-  pixels = b"".join(rgb[y, :, ::-1].tobytes().ljust(row, b"\0") for y in range(height - 1, -1, -1))
-  header = struct.pack("<2sIHHI", b"BM", 54 + len(pixels), 0, 0, 54)
-  info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, len(pixels), 2835, 2835, 0, 0)
-  return header + info + pixels
-
-
-GOOD_KINDS = ("png", "jpeg", "gray_png", "gray_jpeg", "rgba_png", "png16", "gif", "bmp")
-BROKEN_KINDS = ("truncated_jpeg", "corrupt_png", "text", "empty")
-
-
-def write_file(path, content: bytes) -> str:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "wb") as f:
-    f.write(content)
-  return str(path)
-
-
-def write_image_folder(root, classes=("cat", "dog", "eel"), per_class=(6, 3, 2), test=True,
-                       broken=()) -> str:
-  """root/{train,val[,test]}/<class>/<i>.<kind>, cycling through every good kind; `broken`
-  adds (split, class, kind) files that do not decode."""
-  for split in ("train", "val") + (("test",) if test else ()):
-    for class_index, class_name in enumerate(classes):
-      count = per_class[class_index] if split == "train" else 2
-      for i in range(count):
-        kind = GOOD_KINDS[(i + class_index) % len(GOOD_KINDS)]
-        write_file(os.path.join(root, split, class_name, f"{i}.{kind.split('_')[-1]}"),
-                   image_bytes(kind, seed=i))
-  for split, class_name, kind in broken:
-    write_file(os.path.join(root, split, class_name, f"broken_{kind}.jpg"), image_bytes(kind))
-  return str(root)
-
+from tests.fakes import (BROKEN_KINDS, GOOD_KINDS, image_bytes, write_file, write_file_lists,
+                         write_image_folder, write_tfrecords)
 
 def data_config(tmp_path, **changes):
   values = dict(image_size=16, batch_size=8, eval_batch_size=4, cache_dir=str(tmp_path / "cache"))
@@ -156,24 +91,6 @@ def test_image_folder_errors(tmp_path, setup, message):
     sources.load_source(data_config(tmp_path, dataset="image_folder", data_dir=root))
 
 
-def write_file_lists(root, broken_kind=None):
-  """OLTR-style lists: train has 5 / 2 / 1 images of classes 0-2, test 2 of each."""
-  train, test = [], []
-  for label, count in enumerate((5, 2, 1)):
-    for i in range(count):
-      train.append(f"/train/c{label}/{i}.png {label}")
-      write_file(os.path.join(root, "train", f"c{label}", f"{i}.png"), image_bytes("png", i))
-    for i in range(2):
-      test.append(f"test/{label}_{i}.jpg {label}")
-      write_file(os.path.join(root, "test", f"{label}_{i}.jpg"), image_bytes("jpeg", i))
-  if broken_kind:
-    train.append(f"train/c0/broken.jpg 0")
-    write_file(os.path.join(root, "train", "c0", "broken.jpg"), image_bytes(broken_kind))
-  write_file(os.path.join(root, "lists", "train.txt"), ("\n".join(train) + "\n\n").encode())
-  write_file(os.path.join(root, "lists", "test.txt"), "\n".join(test).encode())
-  return str(root)
-
-
 def test_file_list_reads_paths_labels_and_class_folders(tmp_path):
   root = write_file_lists(tmp_path / "data", broken_kind="truncated_jpeg")
   source = sources.load_source(data_config(
@@ -225,18 +142,6 @@ def test_places_lt_uses_default_list_names(tmp_path):
                                            validate_images=False))
   assert source.num_classes == 365 and source.class_names[:2] == ("c0", "c1")
   assert source.train_counts[0] == 2 and source.train_counts[364] == 1
-
-
-def write_tfrecords(path, labels, image_key="image", label_key="label", broken_at=()):
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with tf.io.TFRecordWriter(str(path)) as writer:
-    for index, label in enumerate(labels):
-      content = image_bytes("text" if index in broken_at else "jpeg", index)
-      example = tf.train.Example(features=tf.train.Features(feature={
-          image_key: tf.train.Feature(bytes_list=tf.train.BytesList(value=[content])),
-          label_key: tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))}))
-      writer.write(example.SerializeToString())
-  return str(path)
 
 
 def test_tfrecord_exports_once_and_skips_broken_images(tmp_path):

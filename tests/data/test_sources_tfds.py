@@ -4,53 +4,12 @@ The mock's own examples have uniform labels and `info.splits` is empty, so these
 supply their own examples (a long-tailed label pattern) through `as_dataset_fn`.
 """
 
-import contextlib
-
 import numpy as np
 import pytest
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from cbd_tf import config as config_lib
 from cbd_tf.data import sources, tfds_sources
-
-
-def long_tailed_labels(num_classes: int, head_extra: int) -> np.ndarray:
-  """Every class once, plus `head_extra` more examples of class 0 and 1 more of class 1."""
-  return np.concatenate([np.arange(num_classes), np.zeros(head_extra, np.int64), [1]])
-
-
-def fake_as_dataset(train_labels=None, test_labels=None, per_class=None):
-  """as_dataset_fn for tfds.testing.mock_data: PNG images, labels chosen here.
-
-  `per_class` gives every class that many examples in every split (CIFAR); otherwise
-  train / test labels default to long_tailed_labels and one example a class.
-  """
-  def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False):
-    del read_config, shuffle_files
-    num_classes = self.info.features["label"].num_classes
-    if per_class:
-      labels = np.tile(np.arange(num_classes), per_class)
-    elif split == "train":
-      labels = long_tailed_labels(num_classes, 3) if train_labels is None else train_labels
-    else:
-      labels = np.arange(num_classes) if test_labels is None else test_labels
-    shape = self.info.features["image"].shape
-    height, width = (shape[0] or 12, shape[1] or 10)
-    image = tf.io.encode_png(tf.fill([height, width, 3], tf.constant(90, tf.uint8)))
-    dataset = tf.data.Dataset.from_tensor_slices(np.asarray(labels, np.int64)).map(
-        lambda label: {"image": image, "label": label})
-    if not (decoders and "image" in decoders):
-      dataset = dataset.map(lambda example: {**example, "image": tf.io.decode_png(
-          example["image"], channels=3)})
-    return dataset
-  return as_dataset
-
-
-@contextlib.contextmanager
-def mocked_tfds(**kwargs):
-  with tfds.testing.mock_data(as_dataset_fn=fake_as_dataset(**kwargs)):
-    yield
+from tests.fakes import mocked_tfds
 
 
 def tfds_config(tmp_path, dataset, **changes):
@@ -58,8 +17,10 @@ def tfds_config(tmp_path, dataset, **changes):
                                cache_dir=str(tmp_path / "cache"), **changes)
 
 
+# The iNaturalist mocks hold thousands of classes: in the full suite only.
 @pytest.mark.parametrize("dataset, num_classes", [
-    ("imagenet_lt", 1000), ("inaturalist2017", 5089), ("inaturalist2018", 8142)])
+    ("imagenet_lt", 1000), pytest.param("inaturalist2017", 5089, marks=pytest.mark.slow),
+    pytest.param("inaturalist2018", 8142, marks=pytest.mark.slow)])
 def test_streamed_tfds_source_counts_come_from_labels_read(tmp_path, dataset, num_classes):
   # Checking thousands of images is covered once; the others skip it to save time.
   data = tfds_config(tmp_path, dataset, validate_images=dataset == "imagenet_lt")

@@ -7,40 +7,30 @@ import os
 import numpy as np
 import pytest
 
-from cbd_tf import config as config_lib
 from cbd_tf import stages
-from tests import helpers
-from tests.data import test_sources, test_sources_tfds
+from tests import fakes, helpers
+from tests.fakes import smoke_config
 
-
-def smoke_config(tmp_path, **data):
-  config = config_lib.Config(
-      stage="pipeline", workdir=str(tmp_path / "run"),
-      data=config_lib.DataConfig(image_size=16, batch_size=8, eval_batch_size=64,
-                                 cache_dir=str(tmp_path / "run" / "data_cache"), **data),
-      model=config_lib.ModelConfig(backbone="resnet8"),
-      optimizer=config_lib.OptimizerConfig(epochs=1, steps_per_epoch=1),
-      distill=config_lib.DistillConfig(teacher_specs=("vanilla:1",)))
-  # No per-epoch evaluation: the final one is enough here.
-  return config.replace(output={"eval_every_epochs": 0})
+# Every test trains a pipeline.
+pytestmark = pytest.mark.slow
 
 
 def prepare_files(tmp_path, dataset):
   """DataConfig fields of a small on-disk copy of `dataset`."""
   if dataset == "file_list":
-    return {"data_dir": test_sources.write_file_lists(tmp_path / "data", "text"),
+    return {"data_dir": fakes.write_file_lists(tmp_path / "data", "text"),
             "train_list": "lists/train.txt", "test_list": "lists/test.txt"}
   if dataset == "places_lt":
     root = str(tmp_path / "places")
-    test_sources.write_file(os.path.join(root, "a", "0.jpg"), test_sources.image_bytes("jpeg"))
+    fakes.write_file(os.path.join(root, "a", "0.jpg"), fakes.image_bytes("jpeg"))
     lines = "".join(f"a/0.jpg {label}\n" for label in range(365))
     for name in ("Places_LT_train.txt", "Places_LT_test.txt"):
-      test_sources.write_file(os.path.join(root, name), lines.encode())
+      fakes.write_file(os.path.join(root, name), lines.encode())
     return {"data_dir": root}
   if dataset == "tfrecord":
-    train = test_sources.write_tfrecords(tmp_path / "rec" / "train", [0, 0, 0, 1, 2, 1],
+    train = fakes.write_tfrecords(tmp_path / "rec" / "train", [0, 0, 0, 1, 2, 1],
                                          broken_at=(2,))
-    test = test_sources.write_tfrecords(tmp_path / "rec" / "test", [0, 1, 2])
+    test = fakes.write_tfrecords(tmp_path / "rec" / "test", [0, 1, 2])
     return {"tfrecord_train": train, "tfrecord_test": test}
   return {"data_dir": str(tmp_path / "tfds"), "imbalance_ratio": 10.0}
 
@@ -57,7 +47,7 @@ def test_dataset_trains_teacher_and_student(tmp_path, dataset, skipped):
                         **prepare_files(tmp_path, dataset))
   if tfds_data:
     cifar = dataset.startswith("cifar")
-    with test_sources_tfds.mocked_tfds(**({"per_class": 10} if cifar else
+    with fakes.mocked_tfds(**({"per_class": 10} if cifar else
                                           {"test_labels": np.array([0, 1, 2])})):
       source = stages.validate_run(config)
   else:
@@ -71,7 +61,7 @@ def test_dataset_trains_teacher_and_student(tmp_path, dataset, skipped):
 
 
 def test_user_folder_with_broken_files_trains_and_evaluates_from_the_command_line(tmp_path):
-  root = test_sources.write_image_folder(tmp_path / "images", per_class=(7, 4, 2), broken=[
+  root = fakes.write_image_folder(tmp_path / "images", per_class=(7, 4, 2), broken=[
       ("train", "cat", "truncated_jpeg"), ("train", "dog", "text"), ("test", "eel", "corrupt_png")])
   workdir = str(tmp_path / "run")
   result = helpers.run_module(
@@ -90,18 +80,18 @@ def test_user_folder_with_broken_files_trains_and_evaluates_from_the_command_lin
     with open(os.path.join(workdir, run, "classes.json")) as f:
       assert json.load(f) == {"class_names": ["cat", "dog", "eel"], "train_counts": [7, 4, 2]}
   # What `python -m cbd_tf.evaluate` runs, in process: reloads the data from the cache.
-  from cbd_tf import evaluate  # pylint: disable=import-outside-toplevel
-  evaluated = evaluate.evaluate_run(os.path.join(workdir, "student"))
+  from cbd_tf import evaluation  # pylint: disable=import-outside-toplevel
+  evaluated = evaluation.evaluate_run(os.path.join(workdir, "student"))
   assert evaluated["num_test"] == 6 and evaluated["skipped_images"] == 3
 
 
 def test_periodic_evaluation_uses_validation_split_and_test_is_evaluated_once(tmp_path,
                                                                               monkeypatch):
   from cbd_tf.data import pipeline  # pylint: disable=import-outside-toplevel
-  root = test_sources.write_image_folder(tmp_path / "images", per_class=(7, 4, 2))
+  root = fakes.write_image_folder(tmp_path / "images", per_class=(7, 4, 2))
   # One more test image, so the two evaluation splits differ in size (val 6, test 7).
-  test_sources.write_file(os.path.join(root, "test", "cat", "extra.png"),
-                          test_sources.image_bytes("png"))
+  fakes.write_file(os.path.join(root, "test", "cat", "extra.png"),
+                          fakes.image_bytes("png"))
   evaluated_sizes = []
   build_eval_dataset = pipeline.build_eval_dataset
   monkeypatch.setattr(pipeline, "build_eval_dataset", lambda split, data: (
@@ -120,13 +110,13 @@ def test_periodic_evaluation_uses_validation_split_and_test_is_evaluated_once(tm
 
 
 def test_file_broken_after_the_check_is_dropped_and_counted(tmp_path):
-  root = test_sources.write_image_folder(tmp_path / "images", per_class=(7, 4, 2))
+  root = fakes.write_image_folder(tmp_path / "images", per_class=(7, 4, 2))
   config = smoke_config(tmp_path, dataset="image_folder", data_dir=root).replace(
       stage="teacher", optimizer={"steps_per_epoch": 2})
   source = stages.validate_run(config)
   # Broken after sources checked it: instance sampling draws every one of the 13 training
   # files within the 16 examples of two steps, so it is read (and dropped) at least once.
-  test_sources.write_file(source.train.paths[0], b"no longer an image")
+  fakes.write_file(source.train.paths[0], b"no longer an image")
   result = stages.run(config, source)
   assert result["dropped_train_examples"] >= 1 and result["skipped_images"] == 0
   with open(os.path.join(config.workdir, "metrics.json")) as f:

@@ -9,7 +9,7 @@ from tests import helpers
 
 @pytest.mark.parametrize("name, size, width", [
     ("resnet8", 16, 64), ("resnet20", 16, 64), ("resnet18", 32, 512), ("resnet34", 64, 512),
-    ("resnet50", 32, 2048),
+    pytest.param("resnet50", 32, 2048, marks=pytest.mark.slow),  # seconds to build
 ])
 def test_backbones_give_pooled_embeddings(name, size, width):
   backbone = resnet.build_backbone(name, size)
@@ -17,7 +17,8 @@ def test_backbones_give_pooled_embeddings(name, size, width):
   assert features.shape == (2, width)
 
 
-@pytest.mark.parametrize("name, size", [("resnet8", 16), ("resnet50", 32)])
+@pytest.mark.parametrize("name, size", [("resnet8", 16),
+                                        pytest.param("resnet50", 32, marks=pytest.mark.slow)])
 def test_sync_batchnorm_reaches_every_batchnorm(name, size):
   def batch_norms(model):
     found = []

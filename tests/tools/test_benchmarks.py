@@ -4,11 +4,16 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests import helpers
+
+# Each benchmark starts TensorFlow in its own process and measures for seconds.
+pytestmark = pytest.mark.slow
 
 
 def run_tool(name, *args):
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": helpers.ROOT}
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
   return subprocess.run([sys.executable, os.path.join(helpers.ROOT, "tools", name), *args],
                         cwd=helpers.ROOT, env=env, capture_output=True, text=True,
                         timeout=600, check=False)

@@ -1,13 +1,15 @@
 """One LDAM-DRW step (class-balanced weights on) of a tiny classifier on one device, under
 MirroredStrategy over 2 logical CPUs, and under Mirrored with each replica taking its own
-weighted mean (no all-reduce). Prints, one `name value` a line, the largest weight
-difference of each Mirrored run from one device and the logged loss of each run.
+weighted mean (no all-reduce). Prints one JSON object: the largest weight difference of
+each Mirrored run from one device and the logged loss of each run.
 
-  python -m tests.ldam_replicas
+  python -m tests.scripts.ldam_replicas
 
 The batch puts the frequent classes on replica 0 and the rare ones on replica 1, so the
 two replicas' sums of weights differ by ~50x and a per-replica weighted mean is visibly wrong.
 """
+
+import json
 
 import numpy as np
 import tensorflow as tf
@@ -52,11 +54,10 @@ def main():
   # The same step with each replica dividing by its own sum of weights.
   long_tail_losses._sum_over_replicas = lambda value: (value, 1)  # pylint: disable=protected-access
   apart, apart_loss = one_step(mirrored)
-  print(f"all_reduced_difference {largest_difference(single, together)}")
-  print(f"per_replica_difference {largest_difference(single, apart)}")
-  print(f"single_loss {single_loss}")
-  print(f"all_reduced_loss {together_loss}")
-  print(f"per_replica_loss {apart_loss}")
+  print(json.dumps({"all_reduced_difference": largest_difference(single, together),
+                    "per_replica_difference": largest_difference(single, apart),
+                    "single_loss": float(single_loss), "all_reduced_loss": float(together_loss),
+                    "per_replica_loss": float(apart_loss)}))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,102 @@
+"""Evaluating a model, a finished run or an export on its data's splits.
+
+  evaluate_and_save(model, config, source)  test (and val) metrics, with the run's post-hoc
+                                            adjustment, written to metrics.json and a report
+  evaluate_run(directory)                   rebuilds a finished run and does the above
+  evaluate_directory(directory)             a run, or every run of a pipeline directory
+  evaluate_saved_model(export_dir)          an export's predict_images; prints, writes nothing
+"""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf
+from absl import logging
+
+from cbd_tf import config as config_lib
+from cbd_tf import long_tail_losses, metrics, report, run_dir, serving
+from cbd_tf.data import pipeline, sources
+
+
+def evaluate_and_save(model, config: config_lib.Config, source: sources.Source,
+                      write: bool = True, dropped_train_examples: int | None = None) -> dict:
+  """Test-split metrics of `model` (and, under "val", those of the validation split where
+  the data set has one), printed and written to the run's metrics.json.
+
+  `dropped_train_examples`: image files training skipped because they no longer read or
+  decoded (since this process started: a resumed run counts from the resume)."""
+  # Post-hoc logit adjustment (--posthoc_tau) lives in the config, so reloads repeat it.
+  adjusted = long_tail_losses.posthoc_adjusted(model, source.train_counts,
+                                               config.long_tail.posthoc_tau)
+  result = metrics.evaluate_model(adjusted, pipeline.build_eval_dataset(source.test, config.data),
+                                  source.train_counts)
+  if source.val is not None:
+    val = metrics.evaluate_model(adjusted, pipeline.build_eval_dataset(source.val, config.data),
+                                 source.train_counts)
+    val["num_val"] = val.pop("num_test")
+    result["val"] = val
+  # Image files left out because they did not decode (listed in the cache's skipped files).
+  result["skipped_images"] = source.num_skipped
+  if dropped_train_examples is not None:
+    result["dropped_train_examples"] = dropped_train_examples
+    if dropped_train_examples:
+      logging.warning("training skipped %d examples whose image files failed to read",
+                      dropped_train_examples)
+  if source.num_skipped:
+    logging.warning("%d unreadable image files were skipped", source.num_skipped)
+  # What a decoupled stage chose on the validation split (tau, best epoch), kept on re-evaluation.
+  selection_path = os.path.join(config.workdir, run_dir.SELECTION)
+  if config.stage in config_lib.DECOUPLED_STAGES and os.path.exists(selection_path):
+    result.update(run_dir.read_json(selection_path))
+  if not write:
+    return result
+  run_dir.write_json(os.path.join(config.workdir, run_dir.METRICS), result)
+  report.write_report(config.workdir, {config.stage: result}, source.train_counts,
+                      f"{config.stage} on {config.data.dataset}: {config.workdir}")
+  rows = {config.stage: result}
+  if "val" in result:
+    rows[f"{config.stage} (val)"] = result["val"]
+  print(f"\n{config.workdir}\n{metrics.format_table(rows)}", flush=True)
+  return result
+
+
+def matching_source(data: config_lib.DataConfig, train_counts, where: str) -> sources.Source:
+  """The data set `where` was trained on, checked against its stored class counts."""
+  source = sources.load_source(data)
+  if list(train_counts) != list(source.train_counts):
+    raise ValueError(f"{where}: the data's class counts differ from those it trained on")
+  return source
+
+
+def evaluate_run(directory: str) -> dict:
+  """Rebuilds the run's classifier and data, evaluates, writes and returns the metrics."""
+  model, config = run_dir.load_classifier(directory)
+  source = matching_source(config.data, run_dir.read_classes(directory)[1], directory)
+  return evaluate_and_save(model, config.replace(workdir=directory), source)
+
+
+def evaluate_directory(directory: str) -> dict[str, dict]:
+  """{name: metrics} of a finished run, or of every run of a pipeline directory (checked
+  finished before any is evaluated); prints a table of them for a pipeline."""
+  runs = run_dir.run_directories(directory)
+  for run in runs.values():
+    run_dir.check_trained(run)
+  results = {name: evaluate_run(run) for name, run in runs.items()}
+  if len(results) > 1:
+    print(f"\n{metrics.format_table(results)}")
+  return results
+
+
+def evaluate_saved_model(export_dir: str) -> dict:
+  """Metrics of an export's predict_images signature on the test split it was trained for."""
+  serving.check_export(export_dir)
+  _, train_counts, config = serving.read_export_assets(export_dir)
+  source = matching_source(config.data, train_counts, export_dir)
+  predict = tf.saved_model.load(export_dir).signatures["predict_images"]
+  # Log-probabilities are logits whose softmax is the export's probabilities (for ECE).
+  result = metrics.evaluate_model(
+      lambda images, training=False: tf.math.log(predict(images=images)["probabilities"]),
+      pipeline.build_eval_dataset(source.test, config.data), source.train_counts)
+  print(f"\n{export_dir}\n{metrics.format_table({'saved_model': result})}", flush=True)
+  return result

@@ -1,0 +1,123 @@
+"""The SavedModel export of the inference model, for TF Serving.
+
+The export holds the classifier only (backbone, projection, classifier head): no teacher,
+no optimiser state. Signatures:
+  serving_default(image_bytes: string [N])     JPEG / PNG / GIF / BMP bytes of any size,
+                                               preprocessed in the graph as in evaluation
+  predict_images(images: float32 [N, S, S, 3]) images already preprocessed, values in [0, 1]
+Both return probabilities [N, C], top_k_classes [N, k], top_k_scores [N, k] and
+top_k_labels [N, k] (class names); predict_images also returns features [N, D].
+Assets: class_names.txt, train_counts.txt and the run's config.json (run_dir names them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from cbd_tf import config as config_lib
+from cbd_tf import run_dir
+from cbd_tf.data import augment
+
+
+class ServingModule(tf.Module):
+  """What the SavedModel holds: the classifier, its class names and its serving functions."""
+
+  def __init__(self, classifier, class_names, data: config_lib.DataConfig, top_k: int,
+               asset_dir: str):
+    super().__init__()
+    self.classifier = classifier
+    self.data = data
+    self.top_k = min(top_k, len(class_names))
+    self._class_names = tf.constant(list(class_names))
+    self.class_names_file = tf.saved_model.Asset(
+        os.path.join(asset_dir, run_dir.CLASS_NAMES_ASSET))
+    self.train_counts_file = tf.saved_model.Asset(
+        os.path.join(asset_dir, run_dir.TRAIN_COUNTS_ASSET))
+    self.config_file = tf.saved_model.Asset(os.path.join(asset_dir, run_dir.CONFIG_ASSET))
+    size = data.image_size
+    self.serve_image_bytes = tf.function(
+        self._serve_image_bytes,
+        input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    self.predict_images = tf.function(
+        self._predict_images,
+        input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="images")])
+
+  def _decode(self, image_bytes):
+    # The evaluation pipeline's decode and preprocessing. An undecodable image raises
+    # InvalidArgument: that request fails, the server goes on.
+    return augment.preprocess_eval(augment.decode_image(image_bytes), self.data)
+
+  def _outputs(self, images):
+    logits, features = self.classifier.call_with_features(images, training=False)
+    probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+    scores, classes = tf.math.top_k(probabilities, k=self.top_k)
+    return {"probabilities": probabilities, "top_k_classes": classes, "top_k_scores": scores,
+            "top_k_labels": tf.gather(self._class_names, classes)}, features
+
+  def _serve_image_bytes(self, image_bytes):
+    size = self.data.image_size
+    images = tf.map_fn(self._decode, image_bytes,
+                       fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+    return self._outputs(images)[0]
+
+  def _predict_images(self, images):
+    outputs, features = self._outputs(images)
+    return {**outputs, "features": tf.cast(features, tf.float32)}
+
+
+def export_saved_model(classifier, export_dir: str, class_names, train_counts,
+                       config: config_lib.Config, top_k: int = 5) -> str:
+  """Writes the SavedModel to `export_dir` (replacing it atomically) and returns the path."""
+  if top_k < 1:
+    raise ValueError(f"top_k must be >= 1, got {top_k}")
+  parent = os.path.dirname(os.path.abspath(export_dir))
+  os.makedirs(parent, exist_ok=True)
+  with tempfile.TemporaryDirectory(dir=parent) as staging:
+    asset_dir = os.path.join(staging, "asset_sources")
+    os.makedirs(asset_dir)
+    with open(os.path.join(asset_dir, run_dir.CLASS_NAMES_ASSET), "w") as f:
+      f.write("".join(f"{name}\n" for name in class_names))
+    with open(os.path.join(asset_dir, run_dir.TRAIN_COUNTS_ASSET), "w") as f:
+      f.write("".join(f"{int(count)}\n" for count in train_counts))
+    config.save(os.path.join(asset_dir, run_dir.CONFIG_ASSET))
+    module = ServingModule(classifier, class_names, config.data, top_k, asset_dir)
+    model_dir = os.path.join(staging, "saved_model")
+    tf.saved_model.save(module, model_dir, signatures={
+        "serving_default": module.serve_image_bytes,
+        "predict_images": module.predict_images,
+    })
+    if os.path.exists(export_dir):
+      shutil.rmtree(export_dir)
+    os.replace(model_dir, export_dir)
+  return export_dir
+
+
+def check_export(export_dir: str) -> None:
+  """Raises ValueError unless `export_dir` holds a SavedModel."""
+  if not os.path.exists(os.path.join(export_dir, run_dir.SAVED_MODEL)):
+    raise ValueError(f"no {run_dir.SAVED_MODEL} in {export_dir!r}")
+
+
+def read_export_assets(export_dir: str) -> tuple[list[str], list[int], config_lib.Config]:
+  """Class names, training class counts and config stored beside an export."""
+  assets = os.path.join(export_dir, run_dir.EXPORT_ASSETS)
+  with open(os.path.join(assets, run_dir.CLASS_NAMES_ASSET)) as f:
+    class_names = f.read().splitlines()
+  with open(os.path.join(assets, run_dir.TRAIN_COUNTS_ASSET)) as f:
+    train_counts = [int(line) for line in f.read().splitlines()]
+  return class_names, train_counts, config_lib.Config.load(
+      os.path.join(assets, run_dir.CONFIG_ASSET))
+
+
+def export_run(directory: str, export_dir: str, top_k: int = 5) -> str:
+  """Exports the classifier of the finished run `directory`; returns the export's path."""
+  run_dir.check_trained(directory)
+  if top_k < 1:
+    raise ValueError(f"--top_k must be >= 1, got {top_k}")
+  model, config = run_dir.load_classifier(directory)
+  class_names, train_counts = run_dir.read_classes(directory)
+  return export_saved_model(model, export_dir, class_names, train_counts, config, top_k)
