@@ -15,8 +15,41 @@ from keras import ops
 from cbd_tf.config import HEADS, NCM_DISTANCES, NCM_FEATURES
 
 
+class _WeightClassifier(keras.layers.Layer):
+  """What the cosine and linear heads share: a (D, C) kernel, the decoupled variants'
+  `norm_power` (tau) and optional per-class logit scales (LWS), float32 under mixed
+  precision. Weights are created kernel, [bias], class_scale, the order saved weights keep."""
+
+  def __init__(self, num_classes: int, norm_power: float | None, class_scales: bool,
+               **kwargs):
+    kwargs.setdefault("dtype", "float32")
+    super().__init__(**kwargs)
+    self.num_classes = num_classes
+    self.norm_power = norm_power
+    self.class_scales = class_scales
+
+  def _build_kernel(self, input_shape):
+    self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.num_classes),
+                                  initializer="glorot_uniform")  # as the official CosineLayer
+
+  def _build_class_scale(self):
+    if self.class_scales:
+      self.class_scale = self.add_weight(name="class_scale", shape=(self.num_classes,),
+                                         initializer="ones")
+
+  def _scaled(self, logits):
+    return logits * self.class_scale if self.class_scales else logits
+
+  def compute_output_shape(self, input_shape):
+    return (*input_shape[:-1], self.num_classes)
+
+  def get_config(self):
+    return {**super().get_config(), "num_classes": self.num_classes,
+            "norm_power": self.norm_power, "class_scales": self.class_scales}
+
+
 @keras.saving.register_keras_serializable(package="cbd_tf")
-class CosineClassifier(keras.layers.Layer):
+class CosineClassifier(_WeightClassifier):
   """logits = scale * cos(w_c, f): both the feature and each class weight L2-normalised.
 
   Kept in float32 under mixed precision: the scaled cosine is sensitive to rounding.
@@ -32,20 +65,12 @@ class CosineClassifier(keras.layers.Layer):
 
   def __init__(self, num_classes: int, scale: float = 20.0, norm_power: float | None = 1.0,
                class_scales: bool = False, **kwargs):
-    kwargs.setdefault("dtype", "float32")
-    super().__init__(**kwargs)
-    self.num_classes = num_classes
+    super().__init__(num_classes, norm_power, class_scales, **kwargs)
     self.scale = scale
-    self.norm_power = norm_power
-    self.class_scales = class_scales
 
   def build(self, input_shape):
-    self.kernel = self.add_weight(
-        name="kernel", shape=(input_shape[-1], self.num_classes),
-        initializer="glorot_uniform")  # as the official CosineLayer
-    if self.class_scales:
-      self.class_scale = self.add_weight(name="class_scale", shape=(self.num_classes,),
-                                         initializer="ones")
+    self._build_kernel(input_shape)
+    self._build_class_scale()
 
   def call(self, features):
     features = ops.cast(features, "float32")
@@ -55,20 +80,14 @@ class CosineClassifier(keras.layers.Layer):
     if self.norm_power is not None and self.norm_power != 1.0:
       # w_c / |w_c|^tau = unit w_c * |w_c|^(1 - tau); the mean norm keeps the logit scale.
       logits = logits * (norms / ops.mean(norms)) ** (1.0 - self.norm_power)
-    if self.class_scales:
-      logits = logits * self.class_scale
-    return logits
-
-  def compute_output_shape(self, input_shape):
-    return (*input_shape[:-1], self.num_classes)
+    return self._scaled(logits)
 
   def get_config(self):
-    return {**super().get_config(), "num_classes": self.num_classes, "scale": self.scale,
-            "norm_power": self.norm_power, "class_scales": self.class_scales}
+    return {**super().get_config(), "scale": self.scale}
 
 
 @keras.saving.register_keras_serializable(package="cbd_tf")
-class LinearClassifier(keras.layers.Layer):
+class LinearClassifier(_WeightClassifier):
   """logits = f W + b: keras.layers.Dense with its default glorot-uniform kernel and zero
   bias, kept in float32 like the cosine head.
 
@@ -81,19 +100,12 @@ class LinearClassifier(keras.layers.Layer):
 
   def __init__(self, num_classes: int, norm_power: float | None = None,
                class_scales: bool = False, **kwargs):
-    kwargs.setdefault("dtype", "float32")
-    super().__init__(**kwargs)
-    self.num_classes = num_classes
-    self.norm_power = norm_power
-    self.class_scales = class_scales
+    super().__init__(num_classes, norm_power, class_scales, **kwargs)
 
   def build(self, input_shape):
-    self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.num_classes),
-                                  initializer="glorot_uniform")
+    self._build_kernel(input_shape)
     self.bias = self.add_weight(name="bias", shape=(self.num_classes,), initializer="zeros")
-    if self.class_scales:
-      self.class_scale = self.add_weight(name="class_scale", shape=(self.num_classes,),
-                                         initializer="ones")
+    self._build_class_scale()
 
   def call(self, features):
     features = ops.cast(features, "float32")
@@ -102,16 +114,7 @@ class LinearClassifier(keras.layers.Layer):
     else:
       norms = ops.maximum(ops.norm(self.kernel, axis=0, keepdims=True), 1e-12)
       logits = ops.matmul(features, self.kernel / norms ** self.norm_power)
-    if self.class_scales:
-      logits = logits * self.class_scale
-    return logits
-
-  def compute_output_shape(self, input_shape):
-    return (*input_shape[:-1], self.num_classes)
-
-  def get_config(self):
-    return {**super().get_config(), "num_classes": self.num_classes,
-            "norm_power": self.norm_power, "class_scales": self.class_scales}
+    return self._scaled(logits)
 
 
 @keras.saving.register_keras_serializable(package="cbd_tf")
