@@ -1,7 +1,9 @@
 """cbd_tf: Class-Balanced Distillation (Iscen et al., BMVC 2021) for long-tailed images.
 
 The public Keras API below is imported on first access, so `import cbd_tf.config` (a
-notebook building a Config, a tool reading config.json) does not load TensorFlow.
+notebook building a Config, a tool reading config.json) does not load TensorFlow. Load a
+saved `.keras` model with `cbd_tf.load_model(path)`: a bare `import cbd_tf` has not yet
+registered cbd_tf's classes with Keras.
 """
 
 import importlib
@@ -12,9 +14,10 @@ _PUBLIC = {
     "Classifier": "cbd_tf.models.classifier",
     "cbd_loss": "cbd_tf.losses",
     "feature_distillation_loss": "cbd_tf.losses",
+    "load_model": "cbd_tf.models.classifier",
 }
 
-__all__ = ["CBDDistiller", "Classifier", "cbd_loss", "feature_distillation_loss"]
+__all__ = ["CBDDistiller", "Classifier", "cbd_loss", "feature_distillation_loss", "load_model"]
 
 
 def __getattr__(name):

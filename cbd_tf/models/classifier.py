@@ -105,3 +105,12 @@ class Classifier(train_step.TrainStepModel):
   @classmethod
   def from_config(cls, config):
     return cls(**config)
+
+
+def load_model(path: str, **kwargs) -> keras.Model:
+  """keras.models.load_model for a saved cbd_tf model (`model.save("x.keras")`).
+
+  Keras finds a saved class only once its module is imported; `import cbd_tf` imports
+  none (so `import cbd_tf.config` stays free of TensorFlow), and this module registers the
+  Classifier, its heads and backbones."""
+  return keras.models.load_model(path, **kwargs)

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import keras
@@ -66,6 +69,25 @@ def test_config_and_keras_file_round_trip(tmp_path):
   model.save(path)
   loaded = keras.models.load_model(path)
   np.testing.assert_allclose(loaded(images).numpy(), model(images).numpy(), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_saved_model_file_loads_after_a_bare_import(tmp_path):
+  # A fresh process: `import cbd_tf` registers nothing, cbd_tf.load_model does.
+  model = helpers.tiny_classifier()
+  images, _ = helpers.tiny_batch()
+  path = str(tmp_path / "model.keras")
+  model.save(path)
+  np.save(tmp_path / "images.npy", images)
+  np.save(tmp_path / "expected.npy", model(images).numpy())
+  code = ("import sys, numpy as np, cbd_tf; d = sys.argv[1]; "
+          "m = cbd_tf.load_model(d + '/model.keras'); "
+          "np.testing.assert_allclose(m(np.load(d + '/images.npy')).numpy(), "
+          "np.load(d + '/expected.npy'), atol=1e-6); print(type(m).__name__)")
+  result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip().endswith("Classifier")
 
 
 def test_teacher_train_step_logs_terms_and_learns():
