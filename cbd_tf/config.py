@@ -371,111 +371,11 @@ class Config:
     return dataclasses.replace(self, **changes)
 
   def validate(self) -> "Config":
-    """Checks values that need no registry; raises ValueError naming the problem."""
-    _check(self.stage in STAGES, f"unknown stage {self.stage!r}; valid: {', '.join(STAGES)}")
-    _check(bool(self.workdir), "--workdir is required")
-    _check(self.data.augmentation in AUGMENTATIONS,
-           f"unknown augmentation {self.data.augmentation!r}; valid: {', '.join(AUGMENTATIONS)}")
-    _check(self.data.sampling_method in SAMPLING_METHODS,
-           f"unknown sampling_method {self.data.sampling_method!r}; "
-           f"valid: {', '.join(SAMPLING_METHODS)}")
-    _check(self.data.image_size >= 8, f"image_size must be >= 8, got {self.data.image_size}")
-    _check(self.data.imbalance_ratio >= 1,
-           f"imbalance_ratio must be >= 1, got {self.data.imbalance_ratio}")
-    _check(0 < self.data.crop_min_area <= 1,
-           f"crop_min_area must be in (0, 1], got {self.data.crop_min_area}")
-    _check(0 < self.data.eval_crop_fraction <= 1,
-           f"eval_crop_fraction must be in (0, 1], got {self.data.eval_crop_fraction}")
-    _check(self.data.batch_size > 0, f"batch_size must be positive, got {self.data.batch_size}")
-    _check(self.data.eval_batch_size > 0,
-           f"eval_batch_size must be positive, got {self.data.eval_batch_size}")
-    _check(self.data.num_classes >= 0,
-           f"num_classes must be >= 0, got {self.data.num_classes}")
-    _check(self.data.randaugment_num_ops >= 1,
-           f"randaugment_num_ops must be >= 1, got {self.data.randaugment_num_ops}")
-    _check(0 <= self.data.randaugment_magnitude <= 10,
-           f"randaugment_magnitude must be in [0, 10], got {self.data.randaugment_magnitude}")
-    _check(self.model.cosine_scale > 0,
-           f"cosine_scale must be positive, got {self.model.cosine_scale}")
-    _check(self.model.head in HEADS,
-           f"unknown head {self.model.head!r}; valid: {', '.join(HEADS)}")
-    _check(self.model.head_norm_power is None or self.model.head_norm_power >= 0,
-           f"head_norm_power must be >= 0, got {self.model.head_norm_power}")
-    _check(self.long_tail.loss != "ldam" or self.model.head == "cosine",
-           "--loss=ldam needs --head=cosine (its margins are in cosine units)")
-    _check(self.optimizer.learning_rate > 0,
-           f"learning_rate must be positive, got {self.optimizer.learning_rate}")
-    _check(0 <= self.optimizer.momentum < 1,
-           f"momentum must be in [0, 1), got {self.optimizer.momentum}")
-    _check(self.optimizer.weight_decay >= 0,
-           f"weight_decay must be >= 0, got {self.optimizer.weight_decay}")
-    _check(self.epochs > 0, f"epochs must be positive, got {self.epochs}")
-    _check(self.optimizer.lr_schedule in LR_SCHEDULES, f"unknown lr_schedule "
-           f"{self.optimizer.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
-    _check(self.optimizer.resolved_warmup_epochs < self.epochs,
-           f"warmup of {self.optimizer.resolved_warmup_epochs:g} epochs must be shorter than "
-           f"--epochs={self.epochs}; set --warmup_epochs")
-    _check(self.optimizer.steps_per_epoch >= 0,
-           f"steps_per_epoch must be >= 0, got {self.optimizer.steps_per_epoch}")
-    _check(0 <= self.distill.alpha <= 1,
-           f"distill_alpha must be in [0, 1], got {self.distill.alpha}")
-    _check(self.distill.beta >= 0, f"distill_beta must be >= 0, got {self.distill.beta}")
-    _check(self.distribute.strategy in STRATEGIES, f"unknown strategy "
-           f"{self.distribute.strategy!r}; valid: {', '.join(STRATEGIES)}")
-    _check(self.distribute.mixed_precision in MIXED_PRECISION,
-           f"unknown mixed_precision {self.distribute.mixed_precision!r}; valid: bfloat16, float16")
-    _check(self.distribute.cpu_devices >= 0,
-           f"cpu_devices must be >= 0, got {self.distribute.cpu_devices}")
-    _check(self.distribute.checkpoint_every_steps >= 0,
-           f"checkpoint_every_steps must be >= 0, got {self.distribute.checkpoint_every_steps}")
-    _check(self.distribute.strategy != "tpu" or bool(self.distribute.tpu),
-           "--strategy=tpu needs --tpu=ADDRESS (or 'local')")
-    _check(self.output.log_every_steps > 0,
-           f"log_every_steps must be positive, got {self.output.log_every_steps}")
-    _check(self.output.eval_every_epochs >= 0,
-           f"eval_every_epochs must be >= 0, got {self.output.eval_every_epochs}")
-    _check(len(self.output.profile_batches) in (0, 2) and
-           list(self.output.profile_batches) == sorted(self.output.profile_batches) and
-           all(b >= 0 for b in self.output.profile_batches),
-           f"profile_batches must be FIRST,LAST steps, got {self.output.profile_batches}")
-    _check(self.output.top_k >= 1, f"top_k must be >= 1, got {self.output.top_k}")
-    _check(self.long_tail.loss in LOSSES,
-           f"unknown loss {self.long_tail.loss!r}; valid: {', '.join(LOSSES)}")
-    _check(self.long_tail.loss == "ce" or self.stage == "teacher",
-           f"--loss={self.long_tail.loss} applies to --stage=teacher only, not {self.stage}")
-    _check(self.long_tail.focal_gamma >= 0,
-           f"focal_gamma must be >= 0, got {self.long_tail.focal_gamma}")
-    _check(0 <= self.long_tail.class_balanced_beta < 1,
-           f"class_balanced_beta must be in [0, 1), got {self.long_tail.class_balanced_beta}")
-    _check(self.long_tail.ldam_max_margin >= 0,
-           f"ldam_max_margin must be >= 0, got {self.long_tail.ldam_max_margin}")
-    _check(self.long_tail.ldam_scale > 0,
-           f"ldam_scale must be positive, got {self.long_tail.ldam_scale}")
-    _check(0 <= self.long_tail.class_balanced_focal_beta < 1, "class_balanced_focal_beta "
-           f"must be in [0, 1), got {self.long_tail.class_balanced_focal_beta}")
-    _check(self.long_tail.class_balanced_focal_gamma >= 0, "class_balanced_focal_gamma "
-           f"must be >= 0, got {self.long_tail.class_balanced_focal_gamma}")
-    _check(self.long_tail.tau is None or self.long_tail.tau >= 0,
-           f"tau must be >= 0, got {self.long_tail.tau}")
-    _check(self.long_tail.decoupled_batchnorm in DECOUPLED_BATCHNORM,
-           f"unknown decoupled_batchnorm {self.long_tail.decoupled_batchnorm!r}; "
-           f"valid: {', '.join(DECOUPLED_BATCHNORM)}")
-    _check(self.long_tail.ncm_features in NCM_FEATURES, f"unknown ncm_features "
-           f"{self.long_tail.ncm_features!r}; valid: {', '.join(NCM_FEATURES)}")
-    _check(self.long_tail.ncm_distance in NCM_DISTANCES, f"unknown ncm_distance "
-           f"{self.long_tail.ncm_distance!r}; valid: {', '.join(NCM_DISTANCES)}")
-    if self.stage in DECOUPLED_STAGES:
-      _check(bool(self.long_tail.backbone_from),
-             f"--stage={self.stage} needs --backbone_from=RUN_DIR (a finished teacher or student)")
-    if self.stage == "student":
-      _check(bool(self.distill.teachers),
-             "--stage=student needs --teachers=RUN_DIR[,RUN_DIR...]")
-    if self.stage == "pipeline":
-      _check(bool(self.distill.teacher_specs),
-             "--stage=pipeline needs --teacher_specs=augmentation:seed[,...]")
-      names = [teacher_run_name(spec) for spec in self.distill.teacher_specs]
-      _check(len(set(names)) == len(names),
-             f"--teacher_specs repeats a teacher: {','.join(self.distill.teacher_specs)}")
+    """Checks values that need no registry (config_checks.py); raises ValueError naming the
+    problem. Returns the config, so calls chain."""
+    # Imported here: config_checks imports this module.
+    from cbd_tf import config_checks  # pylint: disable=import-outside-toplevel
+    config_checks.check_config(self)
     return self
 
   def to_dict(self) -> dict[str, Any]:
@@ -495,7 +395,7 @@ class Config:
         section = dict(kwargs[name])
         known = {field.name for field in dataclasses.fields(section_cls)}
         unknown = set(section) - known
-        _check(not unknown, f"config section {name!r} has unknown keys: {sorted(unknown)}")
+        check(not unknown, f"config section {name!r} has unknown keys: {sorted(unknown)}")
         for field in dataclasses.fields(section_cls):
           if field.name in section and isinstance(section[field.name], list):
             section[field.name] = tuple(section[field.name])
@@ -533,6 +433,6 @@ def teacher_run_name(spec: str) -> str:
   return f"{TEACHER_RUN_NAMES.get(augmentation, augmentation)}_{seed}"
 
 
-def _check(condition: bool, message: str) -> None:
+def check(condition: bool, message: str) -> None:
   if not condition:
     raise ValueError(message)

@@ -1,0 +1,117 @@
+"""The checks of a Config's values that need no registry (Config.validate): one-line
+ValueErrors naming the problem, before any work. Standard library only, like config.py."""
+
+from __future__ import annotations
+
+from cbd_tf.config import (
+    AUGMENTATIONS, DECOUPLED_BATCHNORM, DECOUPLED_STAGES, HEADS, LOSSES, LR_SCHEDULES,
+    MIXED_PRECISION, NCM_DISTANCES, NCM_FEATURES, SAMPLING_METHODS, STAGES, STRATEGIES, Config,
+    check, teacher_run_name)
+
+
+def check_config(config: Config) -> None:
+  """Raises ValueError naming the first value out of range or combination that cannot run."""
+  check(config.stage in STAGES, f"unknown stage {config.stage!r}; valid: {', '.join(STAGES)}")
+  check(bool(config.workdir), "--workdir is required")
+  check(config.data.augmentation in AUGMENTATIONS,
+        f"unknown augmentation {config.data.augmentation!r}; valid: {', '.join(AUGMENTATIONS)}")
+  check(config.data.sampling_method in SAMPLING_METHODS,
+        f"unknown sampling_method {config.data.sampling_method!r}; "
+        f"valid: {', '.join(SAMPLING_METHODS)}")
+  check(config.data.image_size >= 8, f"image_size must be >= 8, got {config.data.image_size}")
+  check(config.data.imbalance_ratio >= 1,
+        f"imbalance_ratio must be >= 1, got {config.data.imbalance_ratio}")
+  check(0 < config.data.crop_min_area <= 1,
+        f"crop_min_area must be in (0, 1], got {config.data.crop_min_area}")
+  check(0 < config.data.eval_crop_fraction <= 1,
+        f"eval_crop_fraction must be in (0, 1], got {config.data.eval_crop_fraction}")
+  check(config.data.batch_size > 0, f"batch_size must be positive, got {config.data.batch_size}")
+  check(config.data.eval_batch_size > 0,
+        f"eval_batch_size must be positive, got {config.data.eval_batch_size}")
+  check(config.data.num_classes >= 0,
+        f"num_classes must be >= 0, got {config.data.num_classes}")
+  check(config.data.randaugment_num_ops >= 1,
+        f"randaugment_num_ops must be >= 1, got {config.data.randaugment_num_ops}")
+  check(0 <= config.data.randaugment_magnitude <= 10,
+        f"randaugment_magnitude must be in [0, 10], got {config.data.randaugment_magnitude}")
+  check(config.model.cosine_scale > 0,
+        f"cosine_scale must be positive, got {config.model.cosine_scale}")
+  check(config.model.head in HEADS,
+        f"unknown head {config.model.head!r}; valid: {', '.join(HEADS)}")
+  check(config.model.head_norm_power is None or config.model.head_norm_power >= 0,
+        f"head_norm_power must be >= 0, got {config.model.head_norm_power}")
+  check(config.long_tail.loss != "ldam" or config.model.head == "cosine",
+        "--loss=ldam needs --head=cosine (its margins are in cosine units)")
+  check(config.optimizer.learning_rate > 0,
+        f"learning_rate must be positive, got {config.optimizer.learning_rate}")
+  check(0 <= config.optimizer.momentum < 1,
+        f"momentum must be in [0, 1), got {config.optimizer.momentum}")
+  check(config.optimizer.weight_decay >= 0,
+        f"weight_decay must be >= 0, got {config.optimizer.weight_decay}")
+  check(config.epochs > 0, f"epochs must be positive, got {config.epochs}")
+  check(config.optimizer.lr_schedule in LR_SCHEDULES, f"unknown lr_schedule "
+        f"{config.optimizer.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
+  check(config.optimizer.resolved_warmup_epochs < config.epochs,
+        f"warmup of {config.optimizer.resolved_warmup_epochs:g} epochs must be shorter than "
+        f"--epochs={config.epochs}; set --warmup_epochs")
+  check(config.optimizer.steps_per_epoch >= 0,
+        f"steps_per_epoch must be >= 0, got {config.optimizer.steps_per_epoch}")
+  check(0 <= config.distill.alpha <= 1,
+        f"distill_alpha must be in [0, 1], got {config.distill.alpha}")
+  check(config.distill.beta >= 0, f"distill_beta must be >= 0, got {config.distill.beta}")
+  check(config.distribute.strategy in STRATEGIES, f"unknown strategy "
+        f"{config.distribute.strategy!r}; valid: {', '.join(STRATEGIES)}")
+  check(config.distribute.mixed_precision in MIXED_PRECISION,
+        f"unknown mixed_precision {config.distribute.mixed_precision!r}; valid: bfloat16, float16")
+  check(config.distribute.cpu_devices >= 0,
+        f"cpu_devices must be >= 0, got {config.distribute.cpu_devices}")
+  check(config.distribute.checkpoint_every_steps >= 0,
+        f"checkpoint_every_steps must be >= 0, got {config.distribute.checkpoint_every_steps}")
+  check(config.distribute.strategy != "tpu" or bool(config.distribute.tpu),
+        "--strategy=tpu needs --tpu=ADDRESS (or 'local')")
+  check(config.output.log_every_steps > 0,
+        f"log_every_steps must be positive, got {config.output.log_every_steps}")
+  check(config.output.eval_every_epochs >= 0,
+        f"eval_every_epochs must be >= 0, got {config.output.eval_every_epochs}")
+  check(len(config.output.profile_batches) in (0, 2) and
+        list(config.output.profile_batches) == sorted(config.output.profile_batches) and
+        all(b >= 0 for b in config.output.profile_batches),
+        f"profile_batches must be FIRST,LAST steps, got {config.output.profile_batches}")
+  check(config.output.top_k >= 1, f"top_k must be >= 1, got {config.output.top_k}")
+  check(config.long_tail.loss in LOSSES,
+        f"unknown loss {config.long_tail.loss!r}; valid: {', '.join(LOSSES)}")
+  check(config.long_tail.loss == "ce" or config.stage == "teacher",
+        f"--loss={config.long_tail.loss} applies to --stage=teacher only, not {config.stage}")
+  check(config.long_tail.focal_gamma >= 0,
+        f"focal_gamma must be >= 0, got {config.long_tail.focal_gamma}")
+  check(0 <= config.long_tail.class_balanced_beta < 1,
+        f"class_balanced_beta must be in [0, 1), got {config.long_tail.class_balanced_beta}")
+  check(config.long_tail.ldam_max_margin >= 0,
+        f"ldam_max_margin must be >= 0, got {config.long_tail.ldam_max_margin}")
+  check(config.long_tail.ldam_scale > 0,
+        f"ldam_scale must be positive, got {config.long_tail.ldam_scale}")
+  check(0 <= config.long_tail.class_balanced_focal_beta < 1, "class_balanced_focal_beta "
+        f"must be in [0, 1), got {config.long_tail.class_balanced_focal_beta}")
+  check(config.long_tail.class_balanced_focal_gamma >= 0, "class_balanced_focal_gamma "
+        f"must be >= 0, got {config.long_tail.class_balanced_focal_gamma}")
+  check(config.long_tail.tau is None or config.long_tail.tau >= 0,
+        f"tau must be >= 0, got {config.long_tail.tau}")
+  check(config.long_tail.decoupled_batchnorm in DECOUPLED_BATCHNORM,
+        f"unknown decoupled_batchnorm {config.long_tail.decoupled_batchnorm!r}; "
+        f"valid: {', '.join(DECOUPLED_BATCHNORM)}")
+  check(config.long_tail.ncm_features in NCM_FEATURES, f"unknown ncm_features "
+        f"{config.long_tail.ncm_features!r}; valid: {', '.join(NCM_FEATURES)}")
+  check(config.long_tail.ncm_distance in NCM_DISTANCES, f"unknown ncm_distance "
+        f"{config.long_tail.ncm_distance!r}; valid: {', '.join(NCM_DISTANCES)}")
+  if config.stage in DECOUPLED_STAGES:
+    check(bool(config.long_tail.backbone_from),
+          f"--stage={config.stage} needs --backbone_from=RUN_DIR (a finished teacher or student)")
+  if config.stage == "student":
+    check(bool(config.distill.teachers),
+          "--stage=student needs --teachers=RUN_DIR[,RUN_DIR...]")
+  if config.stage == "pipeline":
+    check(bool(config.distill.teacher_specs),
+          "--stage=pipeline needs --teacher_specs=augmentation:seed[,...]")
+    names = [teacher_run_name(spec) for spec in config.distill.teacher_specs]
+    check(len(set(names)) == len(names),
+          f"--teacher_specs repeats a teacher: {','.join(config.distill.teacher_specs)}")
