@@ -85,3 +85,19 @@ def test_table_json_and_figure(compare, tmp_path):
   assert saved["summary"]["CE (instance sampling)"]["top1"]["values"] == pytest.approx([50, 70])
   assert os.path.getsize(tmp_path / "compare.png") > 10_000
   assert (tmp_path / "compare.md").read_text().count("|---|") == 1
+
+
+def test_run_killed_before_its_evaluation_is_evaluated_not_retrained(compare, tmp_path,
+                                                                      monkeypatch):
+  from cbd_tf import run_dir  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / "ce"
+  workdir.mkdir()
+  (workdir / run_dir.FINAL_WEIGHTS).write_text("weights")
+  calls = []
+
+  def run_module(module, args):
+    calls.append((module, args))
+    (workdir / "metrics.json").write_text(json.dumps({"top1": 0.5, "ece": 0.1}))
+  monkeypatch.setattr(compare, "_run_module", run_module)
+  metrics = compare.ensure_run("ce", str(tmp_path), 0, {"flagfile": "f", "overrides": []})
+  assert calls == [("cbd_tf.evaluate", [f"--workdir={workdir}"])] and metrics["top1"] == 0.5

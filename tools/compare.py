@@ -165,6 +165,8 @@ def ensure_run(name: str, seed_dir: str, seed: int, options: dict) -> dict:
     _run_module("cbd_tf.train", [f"--flagfile={options['flagfile']}", f"--workdir={workdir}",
                                  *options["overrides"], *run.flags(seed_dir, seed, options)])
     print(f"  seed {seed} {name}: trained in {time.time() - start:.0f} s", flush=True)
+  if not os.path.exists(metrics_path):  # killed after its final weights, before its evaluation
+    _run_module("cbd_tf.evaluate", [f"--workdir={workdir}"])
   with open(metrics_path) as f:
     metrics = json.load(f)
   if name == "tau_norm":
