@@ -18,13 +18,15 @@ Rows:
              float -> short side to 256 -> centre crop 224). "+ jitter" adds simclr's colour
              jitter to both; "+ RandAugment" has no official counterpart, so its reference
              is cbd_tf's plain training path and its ratio is the cost. Each run reads
-             the images PER_CORE_PASSES times.
+             the images PER_CORE_PASSES times. "noise floor" pulls the official
+             pipeline against a second copy of itself the same way: its ratio would be 1.00
+             on a quiet machine, so its spread is how far the other ratios move by chance.
   all cores  build_train_dataset / build_eval_dataset against the official ops in a plain
              tf.data pipeline (map with AUTOTUNE, batch, prefetch), measured one after the
              other, in alternating order from repeat to repeat.
 Each number is the median of --repeats runs; the ratio is the median of the runs' ratios,
 and the last column lists them, which shows how much the machine's load moved them.
-Run with -m from the project root: the project is not installed as a package.
+Run with -m from the project root (tools/ is not part of the installed package).
 """
 
 from __future__ import annotations
@@ -226,18 +228,25 @@ def benchmarks(paths: list[str], data: config_lib.DataConfig, e2e_images: int):
   def examples():
     return examples_with_seeds((per_core_batches + 1) * per_core_batch, count)
 
+  def official_train_batches(jitter=False):
+    return examples().map(
+        lambda index, seed: official_train_example(index, seed, jitter)).batch(per_core_batch)
+
   def train_pair(reference_jitter, config, reference_config=None):
     """One thread each: the official ops (or cbd_tf with `reference_config`) against cbd_tf."""
     if reference_config is None:
-      reference = examples().map(
-          lambda index, seed: official_train_example(index, seed, reference_jitter))
-      reference = reference.batch(per_core_batch)
+      reference = official_train_batches(reference_jitter)
     else:
       reference = pipeline.train_batches(examples(), split, reference_config, per_core_batch,
                                          num_parallel_calls=None)
     ours = pipeline.train_batches(examples(), split, config, per_core_batch,
                                   num_parallel_calls=None)
     return interleaved_rates(one_thread(reference), one_thread(ours), per_core_batches,
+                             per_core_batch)
+
+  def noise_floor():
+    return interleaved_rates(one_thread(official_train_batches()),
+                             one_thread(official_train_batches()), per_core_batches,
                              per_core_batch)
 
   def eval_pair():
@@ -279,6 +288,7 @@ def benchmarks(paths: list[str], data: config_lib.DataConfig, e2e_images: int):
   cores = f"all ({os.cpu_count()})"
   return {
       "train": ("1", "official", lambda: train_pair(False, data)),
+      "noise floor": ("1", "official (both columns)", noise_floor),
       "eval": ("1", "official", eval_pair),
       "train + jitter": ("1", "official + simclr jitter", lambda: train_pair(True, jitter)),
       "train + RandAugment": ("1", "cbd_tf train",

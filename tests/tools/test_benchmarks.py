@@ -67,7 +67,7 @@ def test_bench_input_tiny_prints_a_ratio_per_pipeline():
   rows = [line for line in result.stdout.splitlines()
           if line.startswith("| ") and not line.startswith("| pipeline")]
   assert [row.split("|")[1].strip() for row in rows] == [
-      "train", "eval", "train + jitter", "train + RandAugment", "train end to end",
+      "train", "noise floor", "eval", "train + jitter", "train + RandAugment", "train end to end",
       "eval end to end"]
   for row in rows:
     reference, ours, ratio = (cell.strip() for cell in row.split("|")[4:7])
