@@ -3,9 +3,10 @@
 Standard library only, so a notebook can build a `Config` without absl, and a run
 directory's `config.json` can be read back without TensorFlow.
 
-Each setting is declared once, here: its field carries its default, its flag name and its
-help (`setting`), and cbd_tf/flags.py generates the flags and `config_from_flags` from them.
-Fields a run fills in (`run_value`) have no flag.
+Each setting is declared once, here or in long_tail_config.py (the baselines' section): its
+field carries its default, its flag name and its help (`setting`, cbd_tf/settings.py), and
+cbd_tf/flags.py generates the flags and `config_from_flags` from them. Fields a run fills in
+(`run_value`) have no flag.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import json
 import os
 from typing import Any
 
+from cbd_tf.long_tail_config import (  # pylint: disable=unused-import  (re-exported)
+    DECOUPLED_BATCHNORM, LOSSES, NCM_DISTANCES, NCM_FEATURES, LongTailConfig)
+from cbd_tf.settings import flag_fields, run_value, setting  # pylint: disable=unused-import
+
 # Decoupled stages re-balance the classifier of a finished run (--backbone_from).
 DECOUPLED_STAGES = ("crt", "lws", "tau_norm", "ncm")
 STAGES = ("teacher", "student", "pipeline") + DECOUPLED_STAGES
-LOSSES = ("ce", "logit_adjusted", "balanced_softmax", "focal", "class_balanced", "ldam",
-          "class_balanced_focal")
 # Learning-rate schedules (cbd_tf/schedules.py) and the warmup each uses when
 # --warmup_epochs is negative: none in the CBD recipe, 5 epochs in LDAM-DRW's step recipe.
 LR_SCHEDULES = ("cosine", "step")
@@ -31,39 +34,12 @@ AUGMENTATION_ALIASES = {"vanilla": "standard"}
 TEACHER_RUN_NAMES = {"standard": "vanilla"}
 # Classifier heads --head trains (cbd_tf/models/heads.py); --stage=ncm writes an NCM head.
 HEADS = ("cosine", "linear")
-# --stage=ncm, as classifier-balancing's KNNClassifier (feat_type / dist_type).
-NCM_FEATURES = ("cl2n", "l2n", "raw")
-NCM_DISTANCES = ("euclidean", "cosine")
-# cRT / LWS: what the frozen backbone's BatchNorm does (frozen: inference mode; train:
-# statistics follow the class-balanced batches, weights still frozen, as upstream).
-DECOUPLED_BATCHNORM = ("frozen", "train")
 # cRT / LWS epochs when --decoupled_epochs is not given: classifier-balancing's ImageNet-LT
 # recipes (config/ImageNet_LT/cls_crt.yaml, cls_lws.yaml). They never take --epochs, which
 # a paper flagfile sets for its backbone stages (90, 200).
 STAGE_EPOCHS = {"crt": 10, "lws": 5}
 # How the training stream is drawn (cbd_tf/data/sampling.py); auto is index.
 SAMPLING_METHODS = ("auto", "index", "per_class", "rejection", "resample")
-
-
-def setting(default: Any, flag: str, help_text: str, choices: tuple[str, ...] = (),
-            required: bool = False) -> Any:
-  """A field the command line sets as --`flag`; cbd_tf/flags.py defines the flag from it.
-
-  `choices`: the values the flag accepts (an enum flag). `required`: the flag has no default
-  (absl's None) and validate() asks for it; the field's default stands for "not given".
-  """
-  return dataclasses.field(default=default, metadata={
-      "flag": flag, "help": help_text, "choices": choices, "required": required})
-
-
-def run_value(default: Any, help_text: str) -> Any:
-  """A field the run fills in and config.json records; no flag sets it."""
-  return dataclasses.field(default=default, metadata={"flag": None, "help": help_text})
-
-
-def flag_fields(section: Any) -> list[dataclasses.Field]:
-  """The fields of a config dataclass that a flag sets, in declaration order."""
-  return [field for field in dataclasses.fields(section) if field.metadata.get("flag")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,66 +228,6 @@ class OutputConfig:
       "", "export_dir", "Write a SavedModel for TF Serving here at the end of training.")
   top_k: int = setting(
       5, "top_k", "Classes a served prediction returns (capped at the class count).")
-
-
-@dataclasses.dataclass(frozen=True)
-class LongTailConfig:
-  """Re-balancing baselines beside CBD: loss-level (teacher stage) and decoupled stages.
-
-  Three settings are called tau, after their papers, each for its own method:
-  logit_adjust_tau (a training loss), posthoc_tau (evaluation, any stage) and tau
-  (--stage=tau_norm). They are independent; each flag's help names where it applies.
-  """
-  loss: str = setting(
-      "ce", "loss", "--stage=teacher loss: ce | logit_adjusted | balanced_softmax | focal | "
-      "class_balanced | ldam (with DRW) | class_balanced_focal (sigmoid, Cui et al.'s "
-      "large-scale loss).", choices=LOSSES)
-  logit_adjust_tau: float = setting(  # Menon et al. 2021.
-      1.0, "logit_adjust_tau",
-      "tau of --loss=logit_adjusted: logits + tau * log(prior) in training.")
-  # The long-tail papers' focal baseline (LDAM-DRW, Cui et al.).
-  focal_gamma: float = setting(1.0, "focal_gamma", "gamma of --loss=focal.")
-  # Cui et al. 2019 effective number; also LDAM's DRW.
-  class_balanced_beta: float = setting(
-      0.9999, "class_balanced_beta", "beta of the effective number (1 - beta^n) / (1 - beta): "
-      "--loss=class_balanced and the DRW weights of --loss=ldam.")
-  ldam_max_margin: float = setting(  # Cao et al. 2019.
-      0.5, "ldam_max_margin", "Largest LDAM margin (rarest class), in cosine units.")
-  ldam_scale: float = setting(
-      30.0, "ldam_scale", "s of --loss=ldam: CE of s * (cos - m_y); the head's --cosine_scale "
-      "is divided out, so it stays the model's (and CBD's) sigma.")
-  # Cui et al.'s large-scale sigmoid focal loss with class-balanced weights.
-  class_balanced_focal_beta: float = setting(
-      0.999, "class_balanced_focal_beta",
-      "beta of the class-balanced weights of --loss=class_balanced_focal.")
-  class_balanced_focal_gamma: float = setting(
-      0.5, "class_balanced_focal_gamma", "gamma of --loss=class_balanced_focal.")
-  drw_epoch: int = setting(
-      -1, "drw_epoch", "Epoch at which --loss=ldam turns on class-balanced weights; negative: "
-      "4/5 of --epochs; >= --epochs: never.")
-  posthoc_tau: float = setting(
-      0.0, "posthoc_tau",
-      "Evaluation subtracts posthoc_tau * log(class prior) from the logits.")
-  backbone_from: str = setting(
-      "", "backbone_from",
-      "Finished teacher or student run whose backbone a decoupled stage keeps.")
-  tau: float | None = setting(
-      None, "tau", "--stage=tau_norm: each class weight is divided by its norm^tau. Not given: "
-      "tau is swept over 0, 0.1, ..., 2 on the validation split (never test).")
-  decoupled_batchnorm: str = setting(
-      "frozen", "decoupled_batchnorm", "--stage=crt / lws: frozen (the backbone's BatchNorm in "
-      "inference mode) | train (its statistics follow the class-balanced batches, weights "
-      "frozen, as classifier-balancing).", choices=DECOUPLED_BATCHNORM)
-  # None: the stage's recipe (STAGE_EPOCHS).
-  decoupled_epochs: int | None = setting(
-      None, "decoupled_epochs", "Epochs of --stage=crt / lws. Not given: classifier-balancing's "
-      "ImageNet-LT recipes, 10 for crt and 5 for lws (iNaturalist's cRT: 30).")
-  ncm_features: str = setting(
-      "cl2n", "ncm_features", "--stage=ncm feature transform: cl2n (centred, L2-normalised; "
-      "upstream's default) | l2n | raw.", choices=NCM_FEATURES)
-  ncm_distance: str = setting(
-      "euclidean", "ncm_distance", "--stage=ncm: euclidean (logits = -squared distance; "
-      "upstream's default) | cosine (cosine_scale * cosine).", choices=NCM_DISTANCES)
 
 
 @dataclasses.dataclass(frozen=True)
