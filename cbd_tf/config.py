@@ -122,7 +122,24 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  backbone: str = setting("resnet50", "backbone", "Backbone name, e.g. resnet50, resnet32.")
+  backbone: str = setting(
+      "resnet50", "backbone", "Backbone: a built-in name (resnet50, resnet32, ...) or "
+      "keras_hub:PRESET, a KerasHub preset name (keras_hub:resnet_50_imagenet) or directory, "
+      "fine-tuned from its pretrained weights.")
+  student_backbone: str = setting(
+      "", "student_backbone", "--stage=pipeline: the student's backbone; empty: --backbone "
+      "(the teachers').")
+  freeze_backbone: bool = setting(
+      False, "freeze_backbone", "Train only what sits on the backbone (projection, head); "
+      "every backbone weight and BatchNorm statistic stays as it started.")
+  backbone_learning_rate_multiplier: float = setting(
+      1.0, "backbone_learning_rate_multiplier",
+      "The backbone's learning rate as a multiple of --learning_rate (e.g. 0.01 to fine-tune "
+      "a pretrained backbone gently).")
+  init_from: str = setting(
+      "", "init_from", "Initialise --backbone from a .weights.h5 file (model.backbone."
+      "save_weights), a .keras file or a finished run directory (in a pipeline: the teachers, "
+      "and the student unless --student_backbone differs).")
   cosine_scale: float = setting(20.0, "cosine_scale", "sigma of the cosine classifier.")
   head: str = setting(
       "cosine", "head", "Classifier head: cosine (sigma * cos, no bias; CBD, LDAM) | linear "
@@ -176,7 +193,8 @@ class DistillConfig:
       0.4, "distill_alpha", "alpha in (1 - alpha) * CE + alpha * beta * (1 - cos).")
   beta: float = setting(100.0, "distill_beta", "beta of the distillation term.")
   teachers: tuple[str, ...] = setting(
-      (), "teachers", "Teacher run directories for --stage=student.")
+      (), "teachers", "Teachers of --stage=student (and extra teachers of a pipeline): run "
+      "directories, or keras_hub:PRESET for a frozen pretrained feature extractor.")
   teacher_specs: tuple[str, ...] = setting(
       ("vanilla:1", "vanilla:2"), "teacher_specs",
       "Teachers trained by --stage=pipeline, as augmentation:seed (augmentation vanilla or "

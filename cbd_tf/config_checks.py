@@ -38,6 +38,14 @@ def check_config(config: Config) -> None:
         f"cosine_scale must be positive, got {config.model.cosine_scale}")
   check(config.model.head in HEADS,
         f"unknown head {config.model.head!r}; valid: {', '.join(HEADS)}")
+  check(config.model.backbone_learning_rate_multiplier >= 0,
+        "backbone_learning_rate_multiplier must be >= 0, got "
+        f"{config.model.backbone_learning_rate_multiplier}")
+  check(not config.model.init_from or config.stage in ("teacher", "student", "pipeline"),
+        f"--init_from initialises a trained backbone; --stage={config.stage} takes its "
+        "backbone from --backbone_from")
+  check(not config.model.student_backbone or config.stage == "pipeline",
+        "--student_backbone applies to --stage=pipeline (use --backbone for one run)")
   check(config.model.head_norm_power is None or config.model.head_norm_power >= 0,
         f"head_norm_power must be >= 0, got {config.model.head_norm_power}")
   check(config.long_tail.loss != "ldam" or config.model.head == "cosine",
@@ -108,7 +116,7 @@ def check_config(config: Config) -> None:
           f"--stage={config.stage} needs --backbone_from=RUN_DIR (a finished teacher or student)")
   if config.stage == "student":
     check(bool(config.distill.teachers),
-          "--stage=student needs --teachers=RUN_DIR[,RUN_DIR...]")
+          "--stage=student needs --teachers=RUN_DIR|keras_hub:PRESET[,...]")
   if config.stage == "pipeline":
     check(bool(config.distill.teacher_specs),
           "--stage=pipeline needs --teacher_specs=augmentation:seed[,...]")

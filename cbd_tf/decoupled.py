@@ -64,8 +64,10 @@ def decoupled_config(config: config_lib.Config, source_config: config_lib.Config
                      head_norm_power: float | None = None, class_scales: bool = False
                      ) -> config_lib.Config:
   """`config` with the backbone run's model section and the head the stage builds."""
+  # The stage freezes the backbone itself (copy_backbone); it starts from no other weights.
   return config.replace(model={**source_config.model.__dict__, "head_norm_power": head_norm_power,
-                               "class_scales": class_scales})
+                               "class_scales": class_scales, "freeze_backbone": False,
+                               "init_from": "", "student_backbone": ""})
 
 
 def build_crt(config: config_lib.Config, source: sources.Source
@@ -143,7 +145,8 @@ def _on_frozen_backbone(config: config_lib.Config, source: sources.Source, batch
   projection), its config, and the trained backbone run's classifier."""
   trained, source_config = run_dir.load_classifier(config.long_tail.backbone_from)
   config = decoupled_config(config, source_config, head_norm_power, class_scales)
-  classifier = run_dir.build_classifier(config, source.num_classes)
+  classifier = run_dir.build_classifier(config, source.num_classes,
+                                        config.long_tail.backbone_from)
   copy_backbone(trained, classifier, batchnorm)
   return classifier, config, trained
 

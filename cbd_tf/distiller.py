@@ -110,6 +110,10 @@ class CBDDistiller(train_step.TrainStepModel):
   def variables_to_train(self) -> list:
     return self.student.trainable_weights
 
+  @property
+  def backbone_variables(self) -> list:
+    return self.student.backbone_variables
+
   def loss_targets(self, images):
     return tf.stop_gradient(teacher_features(self.teachers, images))
 

@@ -12,6 +12,12 @@ A run directory:
                      tau and sweep, cRT / LWS's best epoch); copied into metrics.json
   best_epoch.*       cRT / LWS with a validation split: the best epoch so far (weights and
                      record), so a resumed run still compares against earlier epochs
+  backbone.json      a keras_hub backbone's architecture (converter, image model, pooling),
+                     so the run rebuilds it with no network
+  pretrained_backbone.weights.h5
+                     teacher / student runs on a keras_hub backbone: the preset's weights
+                     the run started from (pretrained.py)
+  preset_teachers/   a student's keras_hub teachers, each NAME.json + NAME.weights.h5
   checkpoints/       the training state, for resuming (resume.py)
   tensorboard/       train/* and val/* scalars, profiles (callbacks.py)
   report.md, report.png   per-class accuracy against training-image count (report.py)
@@ -31,10 +37,12 @@ import glob
 import json
 import os
 
+import keras
 import numpy as np
 
 from cbd_tf import config as config_lib
 from cbd_tf.data import source_cache
+from cbd_tf.models import keras_hub_backbone
 from cbd_tf.models.classifier import Classifier
 
 CONFIG = "config.json"
@@ -45,6 +53,9 @@ ENVIRONMENT = "environment.json"
 SELECTION = "selection.json"
 BEST_EPOCH_WEIGHTS = "best_epoch.weights.h5"
 BEST_EPOCH_RECORD = "best_epoch.json"
+BACKBONE_ARCHITECTURE = "backbone.json"
+PRETRAINED_BACKBONE = "pretrained_backbone.weights.h5"
+PRESET_TEACHERS = "preset_teachers"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 REPORT_MD = "report.md"
@@ -121,7 +132,9 @@ def check_finished_run(directory: str, num_classes: int, image_size: int, role: 
   class_names, _ = read_classes(directory)
   if len(class_names) != num_classes:
     raise ValueError(f"{name} has {len(class_names)} classes, the data has {num_classes}")
-  if run_config.data.image_size != image_size:
+  # A keras_hub backbone's converter resizes to what its model takes.
+  if (run_config.data.image_size != image_size
+      and not keras_hub_backbone.is_preset(run_config.model.backbone)):
     raise ValueError(f"{name} takes {run_config.data.image_size}px images, {user} "
                      f"{image_size}px")
 
@@ -148,10 +161,17 @@ def run_directories(directory: str) -> dict[str, str]:
   return runs
 
 
-def build_classifier(config: config_lib.Config, num_classes: int) -> Classifier:
+def build_classifier(config: config_lib.Config, num_classes: int,
+                     directory: str | None = None) -> Classifier:
   """The classifier `config` describes, untrained. An ncm run's head is the NCM head (its
-  model.head names the head its backbone was trained with)."""
-  return Classifier(config.model.backbone, num_classes, config.data.image_size,
+  model.head names the head its backbone was trained with). A keras_hub backbone is rebuilt
+  from `directory`'s backbone.json if there is one (no network), else from its preset."""
+  backbone = config.model.backbone
+  architecture = os.path.join(directory or "", BACKBONE_ARCHITECTURE)
+  if keras_hub_backbone.is_preset(backbone) and directory and os.path.exists(architecture):
+    backbone = read_json(architecture)
+  return Classifier(backbone, num_classes, config.data.image_size,
+                    freeze_backbone=config.model.freeze_backbone,
                     cosine_scale=config.model.cosine_scale,
                     projection_dim=config.model.projection_dim,
                     head_norm_power=config.model.head_norm_power,
@@ -160,6 +180,40 @@ def build_classifier(config: config_lib.Config, num_classes: int) -> Classifier:
                     head="ncm" if config.stage == "ncm" else config.model.head,
                     ncm_features=config.long_tail.ncm_features,
                     ncm_distance=config.long_tail.ncm_distance)
+
+
+def write_backbone_architecture(classifier: Classifier, directory: str) -> None:
+  """backbone.json for a keras_hub backbone; nothing for a built-in one (its name is enough)."""
+  if isinstance(classifier.backbone, keras_hub_backbone.KerasHubBackbone):
+    write_json(os.path.join(directory, BACKBONE_ARCHITECTURE),
+               keras.saving.serialize_keras_object(classifier.backbone))
+
+
+def save_layer(layer: keras.layers.Layer, architecture: str, weights: str) -> None:
+  """A layer's weights, then its serialized architecture: whoever finds the architecture
+  file finds the weights, both written through a rename."""
+  temporary = os.path.join(os.path.dirname(weights), PARTIAL_PREFIX + os.path.basename(weights))
+  layer.save_weights(temporary)
+  os.replace(temporary, weights)
+  write_json(architecture, keras.saving.serialize_keras_object(layer))
+
+
+def load_layer(architecture: str, weights: str) -> keras.layers.Layer:
+  layer = keras.saving.deserialize_keras_object(read_json(architecture))
+  layer.load_weights(weights)
+  return layer
+
+
+def keep_pretrained_backbone(backbone: keras.layers.Layer, directory: str) -> None:
+  os.makedirs(directory, exist_ok=True)
+  save_layer(backbone, os.path.join(directory, BACKBONE_ARCHITECTURE),
+             os.path.join(directory, PRETRAINED_BACKBONE))
+
+
+def preset_teacher_files(directory: str, name: str) -> tuple[str, str]:
+  """(architecture, weights) of the keras_hub teacher `name` kept in a student run."""
+  stem = os.path.join(directory, PRESET_TEACHERS, name)
+  return stem + ".json", stem + ".weights.h5"
 
 
 def save_final_weights(model: Classifier, run_dir: str) -> None:
@@ -173,6 +227,6 @@ def load_classifier(run_dir: str) -> tuple[Classifier, config_lib.Config]:
   check_trained(run_dir)
   config = config_lib.Config.load(os.path.join(run_dir, CONFIG))
   class_names, _ = read_classes(run_dir)
-  model = build_classifier(config, len(class_names))
+  model = build_classifier(config, len(class_names), run_dir)
   model.load_weights(os.path.join(run_dir, FINAL_WEIGHTS))
   return model, config

@@ -21,23 +21,30 @@ from absl import logging
 
 from cbd_tf import config as config_lib
 from cbd_tf import callbacks, evaluation, metrics, report, run_dir, schedules
-from cbd_tf import serving, trainers
+from cbd_tf import pretrained, serving, teachers, trainers
 from cbd_tf import distribute, environment, long_tail_losses, resume
 from cbd_tf.data import pipeline, sampling, sources
-from cbd_tf.models import resnet
+from cbd_tf.models import backbones
 
 
 def validate_run(config: config_lib.Config) -> sources.Source:
   """Checks names, numbers, teachers and the workdir; returns the loaded data source."""
   config.validate()
   sources.check_dataset_name(config.data.dataset)
-  resnet.check_backbone_name(config.model.backbone)
+  backbones.check_backbone_name(config.model.backbone)
+  if config.model.student_backbone:
+    backbones.check_backbone_name(config.model.student_backbone)
+  if config.model.init_from:
+    pretrained.check_init_from(config.model.init_from)
   sampling.check_policy(config.sampling)
   sampling.check_policy(config.distill.teacher_sampling)
   _check_writable(config.workdir)
   source = sources.load_source(config.data)
   if config.stage in trainers.STAGES:  # not a pipeline: its teachers are not trained yet
     trainers.get_stage(config.stage).check(config, source)
+  else:  # a pipeline's extra teachers (keras_hub presets or finished runs) exist already
+    teachers.check_teachers(config.distill.teachers, source.num_classes, config.data.image_size,
+                            student_dir=run_dir.student_dir(config.workdir))
   for policy in {config.sampling, config.distill.teacher_sampling}:
     sampling.class_probabilities(source.train_counts, policy)
   return source
@@ -72,13 +79,21 @@ def teacher_config(config: config_lib.Config, spec: str) -> config_lib.Config:
       stage="teacher", seed=1000 * config.seed + seed,
       workdir=run_dir.teacher_dir(config.workdir, config_lib.teacher_run_name(spec)),
       data={"augmentation": augmentation, "sampling": config.distill.teacher_sampling},
+      model={"student_backbone": ""},
       output={"export_dir": ""})  # a pipeline exports its student only
 
 
 def student_config(config: config_lib.Config) -> config_lib.Config:
+  """A pipeline's student: the teachers it trained, then any --teachers, on
+  --student_backbone (default: the teachers' --backbone)."""
   teacher_dirs = tuple(teacher_config(config, spec).workdir for spec in config.distill.teacher_specs)
   return config.replace(stage="student", workdir=run_dir.student_dir(config.workdir),
-                        distill={"teachers": teacher_dirs})
+                        distill={"teachers": teacher_dirs + tuple(config.distill.teachers)},
+                        # --init_from initialises --backbone: the student's too if it is the same.
+                        model={"backbone": config.model.student_backbone or config.model.backbone,
+                               "student_backbone": "",
+                               "init_from": "" if config.model.student_backbone else
+                                            config.model.init_from})
 
 
 def run_pipeline(config: config_lib.Config, source: sources.Source,
@@ -136,6 +151,7 @@ def train_stage(config: config_lib.Config, source: sources.Source,
   config, classifier = built.config, built.classifier
   if chief:
     config.save(os.path.join(config.workdir, run_dir.CONFIG))
+    run_dir.write_backbone_architecture(classifier, config.workdir)
     run_dir.write_classes(config.workdir, source.class_names, source.train_counts)
     run_dir.write_json(os.path.join(config.workdir, run_dir.ENVIRONMENT),
                        environment.describe(config, source, strategy))
@@ -173,6 +189,8 @@ def _fit(stage: trainers.Stage, built: trainers.Built, source: sources.Source,
           config.optimizer.epochs)
     optimizer = _build_optimizer(config, steps_per_epoch)
     built.fitted.compile(optimizer=optimizer, weight_decay=config.optimizer.weight_decay,
+                         backbone_learning_rate_multiplier=(
+                             config.model.backbone_learning_rate_multiplier),
                          **({"loss": loss} if stage.compiles_loss else {}))
     # Built now, so a checkpoint's optimiser slots have variables to restore into.
     optimizer.build(classifier.trainable_variables)

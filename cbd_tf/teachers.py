@@ -1,24 +1,78 @@
-"""Frozen teachers for a CBD student, each rebuilt from its own run directory."""
+"""Frozen teachers for a CBD student: trained runs, each rebuilt from its own run directory,
+and pretrained feature extractors from KerasHub presets (`keras_hub:PRESET`), used as they
+are: no classes, no training on the long-tailed data. A preset teacher is kept in the
+student's run directory the first time (run_dir.preset_teacher_files), so the student
+resumes with no network."""
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Sequence
 
+import keras
+
 from cbd_tf import run_dir
-from cbd_tf.models.classifier import Classifier
+from cbd_tf.models import keras_hub_backbone
+from cbd_tf.models.keras_hub_backbone import KerasHubBackbone
 
 
-def check_teachers(run_dirs: Sequence[str], num_classes: int, image_size: int) -> None:
-  """Raises ValueError before training if a teacher is unfinished or does not fit the data."""
-  for directory in run_dirs:
-    run_dir.check_finished_run(directory, num_classes, image_size, role="teacher")
+class PresetTeacher:
+  """A frozen KerasHubBackbone with a teacher's interface (`embed`, `embedding_dim`)."""
+
+  def __init__(self, backbone: KerasHubBackbone):
+    backbone.trainable = False
+    self.backbone = backbone
+    self.embedding_dim = backbone.output_dim
+    self.trainable = False
+
+  def embed(self, images, training=False):  # pylint: disable=unused-argument  (always frozen)
+    return self.backbone(images, training=False)
 
 
-def load_teachers(run_dirs: Sequence[str]) -> list[Classifier]:
-  """Trained classifiers, frozen (trainable=False). Call inside the strategy scope."""
-  teachers = []
-  for directory in run_dirs:
-    model, _ = run_dir.load_classifier(directory)
+def teacher_name(teacher: str) -> str:
+  """A teacher's short name: its run directory's basename, or its preset's
+  (keras_hub:dinov2_base -> dinov2_base)."""
+  if keras_hub_backbone.is_preset(teacher):
+    teacher = keras_hub_backbone.preset_of(teacher)
+  return re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(os.path.normpath(teacher)))
+
+
+def check_teachers(teachers: Sequence[str], num_classes: int, image_size: int,
+                   student_dir: str = "") -> None:
+  """Raises ValueError before training if a teacher run is unfinished or does not fit the
+  data, or a preset teacher cannot be found (unless `student_dir` keeps it already)."""
+  for teacher in teachers:
+    if keras_hub_backbone.is_preset(teacher):
+      architecture, _ = run_dir.preset_teacher_files(student_dir, teacher_name(teacher))
+      if not (student_dir and os.path.exists(architecture)):
+        keras_hub_backbone.check_preset(keras_hub_backbone.preset_of(teacher))
+    else:
+      run_dir.check_finished_run(teacher, num_classes, image_size, role="teacher")
+
+
+def load_teachers(teachers: Sequence[str], student_dir: str = "",
+                  write: bool = True) -> list:
+  """Frozen teachers (trainable=False). Call inside the strategy scope. A preset teacher
+  comes from `student_dir` if it keeps one, else from its preset, then is kept there
+  (`write`: the chief's job)."""
+  loaded = []
+  for teacher in teachers:
+    if keras_hub_backbone.is_preset(teacher):
+      loaded.append(PresetTeacher(_preset_backbone(teacher, student_dir, write)))
+      continue
+    model, _ = run_dir.load_classifier(teacher)
     model.trainable = False
-    teachers.append(model)
-  return teachers
+    loaded.append(model)
+  return loaded
+
+
+def _preset_backbone(teacher: str, student_dir: str, write: bool) -> keras.layers.Layer:
+  architecture, weights = run_dir.preset_teacher_files(student_dir, teacher_name(teacher))
+  if student_dir and os.path.exists(architecture):
+    return run_dir.load_layer(architecture, weights)
+  backbone = KerasHubBackbone.from_preset(keras_hub_backbone.preset_of(teacher))
+  if student_dir and write:
+    os.makedirs(os.path.dirname(architecture), exist_ok=True)
+    run_dir.save_layer(backbone, architecture, weights)
+  return backbone

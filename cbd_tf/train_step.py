@@ -61,15 +61,20 @@ class TrainStepModel(keras.Model):
     if len(set(term_names)) != len(term_names):
       raise ValueError(f"loss term names repeat: {', '.join(term_names)}")
     self.weight_decay = 0.0
+    self.backbone_learning_rate_multiplier = 1.0
     self.loss_metric = keras.metrics.Mean(name="loss")
     self.term_metrics = {name: keras.metrics.Mean(name=f"loss_{name}") for name in term_names}
     self.loss_wd_metric = keras.metrics.Mean(name="loss_weight_decay")
     self.accuracy_metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
 
-  def compile(self, optimizer="sgd", weight_decay: float = 0.0, **kwargs):
+  def compile(self, optimizer="sgd", weight_decay: float = 0.0,
+              backbone_learning_rate_multiplier: float = 1.0, **kwargs):
     """`weight_decay` is the L2 coefficient of the official term
-    wd * 0.5 * tf.nn.l2_loss(w) = 0.25 * wd * sum(w^2)."""
+    wd * 0.5 * tf.nn.l2_loss(w) = 0.25 * wd * sum(w^2). `backbone_learning_rate_multiplier`
+    scales the gradients of `backbone_variables`: with SGD (momentum or not) that is their
+    learning rate times the multiplier, each variable's momentum seeing only its own steps."""
     self.weight_decay = weight_decay
+    self.backbone_learning_rate_multiplier = backbone_learning_rate_multiplier
     super().compile(optimizer=optimizer, **kwargs)
 
   @property
@@ -81,6 +86,19 @@ class TrainStepModel(keras.Model):
   def variables_to_train(self) -> list:
     """What the step updates and decays."""
     return self.trainable_weights
+
+  @property
+  def backbone_variables(self) -> list:
+    """The pretrained part, whose gradients backbone_learning_rate_multiplier scales."""
+    return []
+
+  def _scale_backbone_gradients(self, gradients, variables):
+    multiplier = self.backbone_learning_rate_multiplier
+    if multiplier == 1.0:
+      return gradients
+    backbone = {id(v) for v in self.backbone_variables}
+    return [g * multiplier if g is not None and id(v) in backbone else g
+            for g, v in zip(gradients, variables)]
 
   def loss_targets(self, images):
     """What the loss compares against that needs no gradient, computed before the tape
@@ -116,7 +134,7 @@ class TrainStepModel(keras.Model):
       total = loss + weight_decay
       # Replica gradients are summed, so each replica's batch mean is divided by their count.
       scaled = self.optimizer.scale_loss(total / replica_count())
-    gradients = tape.gradient(scaled, variables)
+    gradients = self._scale_backbone_gradients(tape.gradient(scaled, variables), variables)
     self.optimizer.apply(gradients, variables)
     self.loss_metric.update_state(total)
     for name, term in terms.items():

@@ -25,7 +25,9 @@ from typing import Callable
 
 import keras
 
-from cbd_tf import callbacks, decoupled, distiller, run_dir, teachers
+import tensorflow as tf
+
+from cbd_tf import callbacks, decoupled, distiller, distribute, pretrained, teachers
 from cbd_tf import config as config_lib
 from cbd_tf.data import pipeline, sources
 from cbd_tf.models.classifier import Classifier
@@ -81,7 +83,8 @@ class Stage:
 
 
 def _check_teachers(config: config_lib.Config, source: sources.Source) -> None:
-  teachers.check_teachers(config.distill.teachers, source.num_classes, config.data.image_size)
+  teachers.check_teachers(config.distill.teachers, source.num_classes, config.data.image_size,
+                          student_dir=config.workdir)
 
 
 def _check_backbone_run(config: config_lib.Config, source: sources.Source) -> None:
@@ -94,14 +97,19 @@ def _check_tau_norm(config: config_lib.Config, source: sources.Source) -> None:
   decoupled.check_tau_split(config, source)
 
 
+def _writes() -> bool:
+  return distribute.is_chief(tf.distribute.get_strategy())
+
+
 def _build_teacher(config: config_lib.Config, source: sources.Source) -> Built:
-  return Built(run_dir.build_classifier(config, source.num_classes), config)
+  return Built(pretrained.build_starting_classifier(config, source.num_classes, _writes()),
+               config)
 
 
 def _build_student(config: config_lib.Config, source: sources.Source) -> Built:
-  frozen = teachers.load_teachers(config.distill.teachers)
+  frozen = teachers.load_teachers(config.distill.teachers, config.workdir, _writes())
   config = student_config(config, frozen)
-  student = run_dir.build_classifier(config, source.num_classes)
+  student = pretrained.build_starting_classifier(config, source.num_classes, _writes())
   return Built(student, config, trainer=distiller.CBDDistiller(
       student, frozen, config.distill.alpha, config.distill.beta,
       # TensorBoard: train/loss_distill_<teacher run name>, e.g. loss_distill_vanilla_1.

@@ -170,3 +170,49 @@ def fake_run(directory, stage="teacher", num_classes=10, image_size=28):
                "train_counts": [5] * num_classes}, f)
   open(os.path.join(directory, "final.weights.h5"), "w").close()
   return directory
+
+
+# ImageNet's mean and standard deviation, as KerasHub's ResNet converters hold them.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+PRESET_FAMILIES = ("resnet", "dinov2", "clip")
+
+
+def write_keras_hub_preset(directory, family: str, image_size: int = 16, seed: int = 0) -> str:
+  """A small KerasHub preset with random weights, written by save_to_preset as a real one
+  is: a ResNet with an ImageNet-style converter, a DINOv2 (ViT-type, class token first) or
+  a CLIP (image and text encoders). Returns the directory."""
+  import keras  # pylint: disable=import-outside-toplevel
+  import keras_hub  # pylint: disable=import-outside-toplevel
+  keras.utils.set_random_seed(seed)
+  size = (image_size, image_size)
+  if family == "resnet":
+    # KerasHub's ResNets need 64 filters in the stem and the first stage.
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 32],
+        stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block",
+        use_pre_activation=False, image_shape=(None, None, 3))
+    converter = keras_hub.layers.ResNetImageConverter(
+        image_size=size, scale=[1 / (255 * s) for s in IMAGENET_STD],
+        offset=[-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)])
+  elif family == "dinov2":
+    backbone = keras_hub.models.DINOV2Backbone(
+        patch_size=4, num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=32,
+        image_shape=(*size, 3))
+    converter = keras_hub.layers.DINOV2ImageConverter(
+        image_size=size, scale=[1 / (255 * s) for s in IMAGENET_STD],
+        offset=[-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)])
+  elif family == "clip":
+    vision = keras_hub.models.CLIPVisionEncoder(
+        patch_size=4, hidden_dim=16, num_layers=1, num_heads=2, intermediate_dim=32,
+        image_shape=(*size, 3))
+    text = keras_hub.models.CLIPTextEncoder(
+        vocabulary_size=50, embedding_dim=16, hidden_dim=16, num_layers=1, num_heads=2,
+        intermediate_dim=32)
+    backbone = keras_hub.models.CLIPBackbone(vision, text, projection_dim=12)
+    converter = keras_hub.layers.CLIPImageConverter(
+        image_size=size, scale=1 / 127.5, offset=-1.0)
+  else:
+    raise ValueError(f"unknown preset family {family!r}; valid: {', '.join(PRESET_FAMILIES)}")
+  backbone.save_to_preset(str(directory))
+  converter.save_to_preset(str(directory))
+  return str(directory)

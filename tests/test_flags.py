@@ -14,11 +14,12 @@ from tests import helpers
 
 # The command line as it was before flags were generated (name, kind, default), written out
 # from the hand-written cbd_tf/flags.py of 2026-11-28: no flag may disappear or change its
-# default. Kind "string" includes enum flags.
+# default; later flags are added in order. Kind "string" includes enum flags.
 CLI_FLAGS = [
     ("augmentation", "string", "standard"),
     ("backbone", "string", "resnet50"),
     ("backbone_from", "string", ""),
+    ("backbone_learning_rate_multiplier", "float", 1.0),
     ("batch_size", "integer", 128),
     ("checkpoint_every_steps", "integer", 100),
     ("class_balanced_beta", "float", 0.9999),
@@ -42,10 +43,12 @@ CLI_FLAGS = [
     ("eval_every_epochs", "integer", 1),
     ("export_dir", "string", ""),
     ("focal_gamma", "float", 1.0),
+    ("freeze_backbone", "bool", False),
     ("head", "string", "cosine"),
     ("horizontal_flip", "bool", True),
     ("image_size", "integer", 224),
     ("imbalance_ratio", "float", 100.0),
+    ("init_from", "string", ""),
     ("ldam_max_margin", "float", 0.5),
     ("ldam_scale", "float", 30.0),
     ("learning_rate", "float", 0.1),
@@ -72,6 +75,7 @@ CLI_FLAGS = [
     ("stage", "string", "teacher"),
     ("steps_per_epoch", "integer", 0),
     ("strategy", "string", "auto"),
+    ("student_backbone", "string", ""),
     ("sync_batchnorm", "bool", False),
     ("tau", "float", None),
     ("teacher_sampling", "string", "instance"),

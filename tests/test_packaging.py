@@ -26,17 +26,27 @@ def requirement_lines(name):
     return [line.strip() for line in f if line.strip() and not line.startswith(("#", "-"))]
 
 
-def test_requirements_files_pin_what_pyproject_declares():
-  project = pyproject()["project"]
-  tensorflow = [r for r in project["dependencies"] if r.startswith("tensorflow-cpu")]
-  assert tensorflow == ["tensorflow-cpu==2.21.0"]
-  others = [r for r in project["dependencies"] if r not in tensorflow]
-  assert sorted(others + project["optional-dependencies"]["test"]) == sorted(
-      requirement_lines("requirements-base.txt"))
-  # The GPU build is the same TensorFlow release.
-  assert requirement_lines("requirements-gpu.txt") == ["tensorflow[and-cuda]==2.21.0"]
+def test_requirements_install_one_tensorflow_build():
+  # KerasHub's tensorflow-text requires the `tensorflow` distribution: tensorflow-cpu beside
+  # it would be a second build over the same files.
+  dependencies = pyproject()["project"]["dependencies"]
+  assert [r for r in dependencies if r.startswith("tensorflow")] == [
+      "tensorflow==2.21.0", "tensorflow-datasets==4.9.10"]
+  assert "keras-hub==0.32.0" in dependencies
+  assert requirement_lines("requirements.txt") == []  # only `-e .[test]`
   with open(os.path.join(helpers.ROOT, "requirements.txt")) as f:
     assert "-e .[test]" in f.read().splitlines()
+  # The GPU build is the same distribution and release, with its CUDA extra.
+  assert requirement_lines("requirements-gpu.txt") == ["tensorflow[and-cuda]==2.21.0"]
+  with open(os.path.join(helpers.ROOT, "requirements-gpu.txt")) as f:
+    assert "-r requirements.txt" in f.read().splitlines()
+
+
+def test_installed_environment_has_one_tensorflow_build():
+  from importlib import metadata  # pylint: disable=import-outside-toplevel
+  installed = {d.metadata["Name"].lower().replace("_", "-") for d in metadata.distributions()}
+  builds = installed & {"tensorflow", "tensorflow-cpu", "tensorflow-intel", "tf-nightly"}
+  assert builds == {"tensorflow"}, builds
 
 
 def test_every_data_file_in_the_package_is_package_data():

@@ -6,12 +6,17 @@ from __future__ import annotations
 import keras
 
 from cbd_tf import losses, train_step
-from cbd_tf.models import heads, resnet
+from cbd_tf.models import backbones, heads, keras_hub_backbone
 
 
 @keras.saving.register_keras_serializable(package="cbd_tf")
 class Classifier(train_step.TrainStepModel):
   """Images in [0, 1] of shape (N, S, S, 3) -> logits (N, C).
+
+  `backbone` is a built-in name (resnet50, resnet32, ...) or `keras_hub:PRESET`, a KerasHub
+  preset name or directory, whose pretrained weights it starts from (keras_hub_backbone.py).
+  `freeze_backbone` keeps every backbone weight and BatchNorm statistic as it is: the
+  backbone runs in inference mode and only what sits on top trains.
 
   `embed` gives the feature the head sees: the backbone's pooled embedding, or, with
   `projection_dim` > 0 (a CBD student), that embedding after Dense + ReLU. `head` is
@@ -24,9 +29,8 @@ class Classifier(train_step.TrainStepModel):
                cosine_scale: float = 20.0, projection_dim: int = 0,
                sync_batchnorm: bool = False, head_norm_power: float | None = None,
                class_scales: bool = False, head: str = "cosine", ncm_features: str = "cl2n",
-               ncm_distance: str = "euclidean", **kwargs):
+               ncm_distance: str = "euclidean", freeze_backbone: bool = False, **kwargs):
     super().__init__(term_names=("ce",), **kwargs)
-    self.backbone_name = backbone
     self.num_classes = num_classes
     self.image_size = image_size
     self.cosine_scale = cosine_scale
@@ -37,7 +41,15 @@ class Classifier(train_step.TrainStepModel):
     self.head_kind = head
     self.ncm_features = ncm_features
     self.ncm_distance = ncm_distance
-    self.backbone = resnet.build_backbone(backbone, image_size, sync_batchnorm)
+    self.backbone = backbones.build_backbone(backbone, image_size, sync_batchnorm)
+    self.backbone_name = backbones.backbone_name(self.backbone, backbone)
+    self.freeze_backbone = freeze_backbone
+    if freeze_backbone:
+      self.backbone.trainable = False
+    if not self.backbone.built:
+      self.backbone.build((None, image_size, image_size, 3))
+    self.backbone_dim = int(self.backbone.compute_output_shape(
+        (None, image_size, image_size, 3))[-1])
     self.projection = heads.ProjectionHead(projection_dim, name="projection") if projection_dim else None
     self.head = heads.build_head(head, num_classes, cosine_scale, norm_power=head_norm_power,
                                  class_scales=class_scales, ncm_features=ncm_features,
@@ -48,10 +60,14 @@ class Classifier(train_step.TrainStepModel):
 
   @property
   def embedding_dim(self) -> int:
-    return self.projection_dim or self.backbone.output_shape[-1]
+    return self.projection_dim or self.backbone_dim
+
+  @property
+  def backbone_variables(self) -> list:
+    return self.backbone.trainable_weights
 
   def build(self, input_shape):
-    width = self.backbone.output_shape[-1]
+    width = self.backbone_dim
     if self.projection is not None:
       self.projection.build((None, width))
       width = self.projection_dim
@@ -59,7 +75,7 @@ class Classifier(train_step.TrainStepModel):
     self.built = True
 
   def embed(self, images, training=False):
-    features = self.backbone(images, training=training)
+    features = self.backbone(images, training=False if self.freeze_backbone else training)
     if self.projection is not None:
       features = self.projection(features, training=training)
     return features
@@ -95,7 +111,12 @@ class Classifier(train_step.TrainStepModel):
     return {m.name: m.result() for m in (self.loss_metric, ce_metric, self.accuracy_metric)}
 
   def get_config(self):
-    return {"name": self.name, "trainable": self.trainable, "backbone": self.backbone_name,
+    # A keras_hub backbone travels serialized, so a .keras file rebuilds it offline.
+    backbone = (keras.saving.serialize_keras_object(self.backbone)
+                if isinstance(self.backbone, keras_hub_backbone.KerasHubBackbone)
+                else self.backbone_name)
+    return {"name": self.name, "trainable": self.trainable, "backbone": backbone,
+            "freeze_backbone": self.freeze_backbone,
             "num_classes": self.num_classes, "image_size": self.image_size,
             "cosine_scale": self.cosine_scale, "projection_dim": self.projection_dim,
             "sync_batchnorm": self.sync_batchnorm, "head_norm_power": self.head_norm_power,

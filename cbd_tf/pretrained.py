@@ -1,0 +1,117 @@
+"""Where a teacher's or student's backbone starts: a KerasHub preset's pretrained weights,
+--init_from's weights, or random.
+
+A preset's backbone is kept in the run directory the first time the run builds it
+(architecture and pretrained weights, run_dir.BACKBONE_ARCHITECTURE and
+run_dir.PRETRAINED_BACKBONE), so a resumed, re-run, evaluated or exported run needs neither
+the network nor KerasHub's download cache.
+
+--init_from takes a finished run directory, a `.keras` file (a cbd_tf Classifier: its
+backbone; another model: the model itself) or a `.weights.h5` file (`backbone.save_weights`,
+or a Classifier's, whose backbone part is used). A source that does not fit stops with one
+line naming the first weight or shape that differs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import h5py
+import keras
+
+from cbd_tf import config as config_lib
+from cbd_tf import run_dir
+from cbd_tf.models.classifier import Classifier
+from cbd_tf.models.keras_hub_backbone import KerasHubBackbone
+
+
+def build_starting_classifier(config: config_lib.Config, num_classes: int,
+                              write: bool = True) -> Classifier:
+  """The classifier a teacher or student run trains, its backbone at its starting weights.
+  `write`: keep a preset's backbone in the run directory (the chief's job)."""
+  classifier = run_dir.build_classifier(config, num_classes, config.workdir)
+  if isinstance(classifier.backbone, KerasHubBackbone):
+    kept = os.path.join(config.workdir, run_dir.PRETRAINED_BACKBONE)
+    if os.path.exists(kept):
+      classifier.backbone.load_weights(kept)
+    elif write:
+      run_dir.keep_pretrained_backbone(classifier.backbone, config.workdir)
+  if config.model.init_from:
+    load_backbone_weights(classifier.backbone, config.model.init_from)
+  return classifier
+
+
+def check_init_from(path: str) -> None:
+  """ValueError before any work if --init_from names nothing loadable."""
+  if os.path.isdir(path):
+    run_dir.check_trained(path)
+  elif not os.path.isfile(path):
+    raise ValueError(f"--init_from={path!r}: no such file or directory")
+  elif not path.endswith((".keras", ".weights.h5")):
+    raise ValueError(f"--init_from={path!r} is not a .weights.h5 file, a .keras file or a run "
+                     "directory")
+
+
+def load_backbone_weights(backbone: keras.layers.Layer, path: str) -> None:
+  """Sets `backbone`'s weights from `path` (module docstring); ValueError naming the first
+  weight or shape that differs, before any weight changes."""
+  check_init_from(path)
+  if path.endswith(".weights.h5"):
+    _load_weights_file(backbone, path)
+    return
+  if os.path.isdir(path):
+    donor = run_dir.load_classifier(path)[0].backbone
+  else:
+    model = keras.models.load_model(path, compile=False)
+    donor = model.backbone if isinstance(model, Classifier) else model
+  ours, theirs = backbone.weights, donor.weights
+  for index, (mine, other) in enumerate(zip(ours, theirs)):
+    if tuple(mine.shape) != tuple(other.shape):
+      raise ValueError(f"--init_from={path!r} does not fit the backbone: weight {index} is "
+                       f"{other.path} {tuple(other.shape)} there, {mine.path} "
+                       f"{tuple(mine.shape)} here")
+  if len(ours) != len(theirs):
+    first = (ours if len(ours) > len(theirs) else theirs)[min(len(ours), len(theirs))]
+    raise ValueError(f"--init_from={path!r} does not fit the backbone: {len(theirs)} weights "
+                     f"there, {len(ours)} here (first unmatched: {first.path})")
+  for mine, other in zip(ours, theirs):
+    mine.assign(other)
+
+
+def _datasets(group: h5py.Group) -> dict[str, tuple]:
+  found = {}
+  group.visititems(lambda name, item: found.__setitem__(name, item.shape)
+                   if isinstance(item, h5py.Dataset) else None)
+  return found
+
+
+def _load_weights_file(backbone: keras.layers.Layer, path: str) -> None:
+  with tempfile.TemporaryDirectory() as scratch:
+    # Keras names a file's weights by layer type and position: our own layout to compare.
+    layout_path = os.path.join(scratch, "layout.weights.h5")
+    backbone.save_weights(layout_path)
+    with h5py.File(layout_path, "r") as layout_file:
+      wanted = _datasets(layout_file)
+    with h5py.File(path, "r") as source:
+      root = source["backbone"] if "backbone" in source and "layers" not in source else source
+      found = _datasets(root)
+      for name in sorted(wanted):
+        if name not in found:
+          raise ValueError(f"--init_from={path!r} does not fit the backbone: it has no weight "
+                           f"{name} {wanted[name]}")
+        if tuple(found[name]) != tuple(wanted[name]):
+          raise ValueError(f"--init_from={path!r} does not fit the backbone: {name} is "
+                           f"{tuple(found[name])} there, {tuple(wanted[name])} here")
+      extra = sorted(set(found) - set(wanted))
+      if extra:
+        raise ValueError(f"--init_from={path!r} does not fit the backbone: it has "
+                         f"{len(extra)} weights more, the first {extra[0]}")
+      if root is source:
+        backbone.load_weights(path)
+        return
+      subset_path = os.path.join(scratch, "backbone.weights.h5")
+      with h5py.File(subset_path, "w") as subset:
+        for key in root:
+          source.copy(root[key], subset, name=key)
+    backbone.load_weights(subset_path)
