@@ -22,16 +22,17 @@ def tiny_batch(batch_size=8, image_size=8, num_classes=4, seed=0):
   return images, (np.arange(batch_size) % num_classes).astype(np.int64)
 
 
-def run_script(name, *args, timeout=600):
+def run_script(name, *args, timeout=600, env=None):
   """Runs tests/scripts/NAME.py in a fresh process; returns the JSON object it printed last."""
-  result = run_module(f"tests.scripts.{name}", *args, timeout=timeout)
+  result = run_module(f"tests.scripts.{name}", *args, timeout=timeout, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def run_module(module, *args, timeout=600):
-  """Runs `python -m module args` from the project root; returns the CompletedProcess."""
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+def run_module(module, *args, timeout=600, env=None):
+  """Runs `python -m module args` from the project root, with `env` added to the
+  environment; returns the CompletedProcess."""
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
   return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout, check=False)
 

@@ -92,7 +92,7 @@ def _image_part(backbone) -> tuple[keras.Model, keras.layers.Layer | None, str]:
 
 
 @keras.saving.register_keras_serializable(package="cbd_tf")
-class KerasHubBackbone(keras.layers.Layer):
+class KerasHubBackbone(keras.Model):
   """Images in [0, 1], (N, H, W, 3) of any size -> (N, D): the preset's converter, its
   image model and the family's pooling (module docstring). Build one with `from_preset`."""
 
@@ -114,6 +114,7 @@ class KerasHubBackbone(keras.layers.Layer):
     if self.converter.image_size is None and height is not None:
       self.converter.image_size = (height, width)
     self.output_dim = int(self.compute_output_shape((None, height or 32, width or 32, 3))[-1])
+    self.build((None, height, width, 3))
 
   @classmethod
   def from_preset(cls, preset: str, load_weights: bool = True) -> "KerasHubBackbone":
