@@ -2,6 +2,12 @@
 
 mnist_lt: the digits themselves, 10 classes, a long-tailed training split.
 
+mnist_pairs_digits: a balanced pretraining task for mnist_pairs_lt (10 classes, the digit):
+each digit of mnist_pairs_lt's training pool alone on the 32x32 canvas, once in the left
+slot and once in the right, as the pairs place them. Its first 300 digits of each class
+train (6,000 images), the other 50 test (1,000); no digit of mnist_pairs_lt's validation
+or test images appears in it.
+
 mnist_pairs_lt: 100 classes "00".."99", each image two real handwritten digits side by
 side on a 32x32 canvas (tens left, units right), made to give a CPU-scale task with many
 classes and a long tail. Each digit's 500 images are split once into pools of 350
@@ -163,6 +169,34 @@ def compose_pairs(small_digits: np.ndarray, pairs: DigitPairs) -> np.ndarray:
   images[:, rows, :PAIRS_DIGIT_SIZE, 0] = small_digits[pairs.left]
   images[:, rows, PAIRS_DIGIT_SIZE:, 0] = small_digits[pairs.right]
   return images
+
+
+PRETRAIN_TRAIN_PER_DIGIT = 300  # of each digit's 350 in the training pool; the rest test
+
+
+def load_mnist_pairs_digits(data: config_lib.DataConfig) -> Source:  # pylint: disable=unused-argument
+  """Single digits of mnist_pairs_lt's training pool in either slot (module docstring)."""
+  digits, labels = read_mnist()
+  small_digits = shrink_digits(digits)
+  pool = _digit_pools(labels)["train"]
+  splits = {}
+  for name, part in (("train", slice(None, PRETRAIN_TRAIN_PER_DIGIT)),
+                     ("test", slice(PRETRAIN_TRAIN_PER_DIGIT, None))):
+    chosen = np.concatenate([members[part] for members in pool])
+    blank = np.full(len(chosen), -1, dtype=np.int64)
+    images = np.concatenate([
+        _compose_with_blank(small_digits, chosen, blank),
+        _compose_with_blank(small_digits, blank, chosen)])
+    splits[name] = Split(images, np.tile(labels[chosen], 2))
+  return Source(name="mnist_pairs_digits", train=splits["train"], test=splits["test"],
+                class_names=tuple(str(digit) for digit in range(10)))
+
+
+def _compose_with_blank(small_digits: np.ndarray, left: np.ndarray, right: np.ndarray
+                        ) -> np.ndarray:
+  """compose_pairs where index -1 leaves its slot empty."""
+  padded = np.concatenate([small_digits, np.zeros_like(small_digits[:1])])
+  return compose_pairs(padded, DigitPairs(left, right, np.zeros(len(left), np.int64)))
 
 
 def load_mnist_pairs_lt(data: config_lib.DataConfig) -> Source:

@@ -28,13 +28,14 @@ from cbd_tf import config as config_lib
 from cbd_tf.data import file_sources, source_cache, tfds_sources
 # MNIST_FILE and load_mnist_lt are re-exported: callers name them through this module.
 from cbd_tf.data.mnist_sources import (  # pylint: disable=unused-import
-    MNIST_FILE, load_mnist_lt, load_mnist_pairs_lt)
+    MNIST_FILE, load_mnist_lt, load_mnist_pairs_digits, load_mnist_pairs_lt)
 from cbd_tf.data.source_types import Source, Split  # pylint: disable=unused-import
 
 # The demo set first: error messages list names in this order.
 SOURCES: dict[str, Callable[[config_lib.DataConfig], Source]] = {
     "mnist_lt": load_mnist_lt,
     "mnist_pairs_lt": load_mnist_pairs_lt,
+    "mnist_pairs_digits": load_mnist_pairs_digits,
     "imagenet_lt": functools.partial(tfds_sources.load_streamed, "imagenet_lt"),
     "inaturalist2017": functools.partial(tfds_sources.load_streamed, "inaturalist2017"),
     "inaturalist2018": functools.partial(tfds_sources.load_streamed, "inaturalist2018"),
