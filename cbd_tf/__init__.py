@@ -12,12 +12,16 @@ import importlib
 _PUBLIC = {
     "CBDDistiller": "cbd_tf.distiller",
     "Classifier": "cbd_tf.models.classifier",
+    "KerasHubBackbone": "cbd_tf.models.keras_hub_backbone",
+    "PresetTeacher": "cbd_tf.teachers",
     "cbd_loss": "cbd_tf.losses",
     "feature_distillation_loss": "cbd_tf.losses",
     "load_model": "cbd_tf.models.classifier",
+    "load_teachers": "cbd_tf.teachers",
 }
 
-__all__ = ["CBDDistiller", "Classifier", "cbd_loss", "feature_distillation_loss", "load_model"]
+__all__ = ["CBDDistiller", "Classifier", "KerasHubBackbone", "PresetTeacher", "cbd_loss",
+           "feature_distillation_loss", "load_model", "load_teachers"]
 
 
 def __getattr__(name):

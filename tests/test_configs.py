@@ -12,7 +12,8 @@ from tests import helpers
 
 CONFIGS = sorted(glob.glob(os.path.join(helpers.ROOT, "configs", "*.flags")))
 PAPER_CONFIGS = ("imagenet_lt", "imagenet_lt_cbd", "inaturalist2017", "inaturalist2018",
-                 "places_lt", "cifar100_lt")
+                 "places_lt", "cifar100_lt", "places_lt_pretrained",
+                 "imagenet_lt_foundation_teacher")
 
 # Parses each flagfile from the project root (absl resolves nested --flagfile paths from the
 # current directory), in one fresh process so the test's own flags stay untouched.
@@ -42,11 +43,14 @@ def parsed():
 
 def test_every_config_parses_and_validates(parsed):
   from cbd_tf.data import sources  # pylint: disable=import-outside-toplevel
-  from cbd_tf.models import resnet  # pylint: disable=import-outside-toplevel
+  from cbd_tf.models import backbones  # pylint: disable=import-outside-toplevel
   assert set(PAPER_CONFIGS) <= set(parsed)
   for config in parsed.values():
     sources.check_dataset_name(config["data"]["dataset"])
-    resnet.check_backbone_name(config["model"]["backbone"])
+    backbones.check_backbone_name(config["model"]["backbone"])
+    for teacher in config["distill"]["teachers"]:
+      if teacher.startswith("keras_hub:"):
+        backbones.check_backbone_name(teacher)
 
 
 @pytest.mark.parametrize("name", PAPER_CONFIGS)
@@ -102,3 +106,18 @@ def test_cifar100_lt_uses_cifar_sizes(parsed):
   data = parsed["cifar100_lt"]["data"]
   assert data["image_size"] == 32 and data["imbalance_ratio"] == 100
   assert data["eval_crop_fraction"] == 1.0
+
+
+def test_places_lt_pretrained_is_oltrs_representation_recipe(parsed):
+  # OLTR config/Places_LT/stage_1.py: 30 epochs, batch 128, classifier lr 0.1, feature lr
+  # 0.001, PyTorch weight decay 5e-4 (= 1e-3 in the official CBD form), ImageNet ResNet-152.
+  config = parsed["places_lt_pretrained"]
+  assert config["model"]["backbone"] == "keras_hub:resnet_152_imagenet"
+  assert config["data"]["batch_size"] == 128 and config["optimizer"]["epochs"] == 30
+  assert config["optimizer"]["learning_rate"] * 128 / 256 == 0.1
+  assert config["model"]["backbone_learning_rate_multiplier"] * 0.1 == pytest.approx(0.001)
+  assert config["optimizer"]["weight_decay"] == 1e-3 and config["optimizer"]["warmup_epochs"] == 0
+  teacher = parsed["imagenet_lt_foundation_teacher"]
+  assert teacher["stage"] == "student" and teacher["distill"]["teachers"] == [
+      "keras_hub:dinov2_base"]
+  assert teacher["model"]["backbone"] == "resnet50"

@@ -126,3 +126,25 @@ def test_backbone_learning_rate_multiplier_scales_only_the_backbone_step(presets
   for (in_backbone, change), (_, scaled_change) in zip(full, scaled):
     np.testing.assert_allclose(scaled_change, change * (0.1 if in_backbone else 1.0),
                                rtol=1e-3, atol=1e-7)
+
+
+def test_keras_api_distils_a_preset_teacher_and_a_trained_one_into_a_small_student(presets):
+  import cbd_tf  # pylint: disable=import-outside-toplevel
+  images, labels = (np.random.default_rng(2).uniform(size=(16, IMAGE_SIZE, IMAGE_SIZE, 3))
+                    .astype(np.float32), np.arange(16) % 5)
+  trained = cbd_tf.Classifier(f"keras_hub:{presets['resnet']}", num_classes=5,
+                              image_size=IMAGE_SIZE)
+  trained.compile(keras.optimizers.SGD(0.1, momentum=0.9), weight_decay=5e-4,
+                  backbone_learning_rate_multiplier=0.1)
+  trained.fit(images, labels, batch_size=8, epochs=1, verbose=0)
+  foundation = cbd_tf.load_teachers([f"keras_hub:{presets['dinov2']}"])[0]
+  teacher_before = [v.numpy() for v in foundation.backbone.weights]
+  student = cbd_tf.Classifier("resnet8", num_classes=5, image_size=IMAGE_SIZE,
+                              projection_dim=foundation.embedding_dim + trained.embedding_dim)
+  distiller = cbd_tf.CBDDistiller(student, teachers=[foundation, trained])
+  distiller.compile(keras.optimizers.SGD(0.1, momentum=0.9), weight_decay=5e-4)
+  history = distiller.fit(images, labels, batch_size=8, epochs=1, verbose=0)
+  assert np.isfinite(history.history["loss_distill"][-1])
+  for variable, value in zip(foundation.backbone.weights, teacher_before):
+    np.testing.assert_array_equal(variable.numpy(), value)
+  assert len(distiller.trainable_weights) == len(student.trainable_weights)
