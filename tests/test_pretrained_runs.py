@@ -65,6 +65,11 @@ def test_preset_teacher_and_student_run_evaluate_resume_and_serve_offline(tmp_pa
   assert "resuming from step 2" in resumed.stderr
   assert os.path.exists(os.path.join(student, "final.weights.h5"))
 
+  # A decoupled stage re-balances the preset backbone's run, offline too.
+  train("--stage=crt", f"--backbone_from={teacher}", "--decoupled_epochs=1",
+        f"--workdir={tmp_path / 'crt'}", env=env)
+  assert os.path.exists(tmp_path / "crt" / "backbone.json")
+
   export = str(tmp_path / "export")
   exported = helpers.run_module("cbd_tf.export", f"--workdir={teacher}", f"--output={export}",
                                 env=env)
