@@ -27,6 +27,8 @@ STAGES = ("teacher", "student", "pipeline") + DECOUPLED_STAGES
 # --warmup_epochs is negative: none in the CBD recipe, 5 epochs in LDAM-DRW's step recipe.
 LR_SCHEDULES = ("cosine", "step")
 DEFAULT_WARMUP_EPOCHS = {"cosine": 0.0, "step": 5.0}
+# A --backbone or --teachers entry naming a KerasHub preset (models/keras_hub_backbone.py).
+PRESET_PREFIX = "keras_hub:"
 AUGMENTATIONS = ("standard", "jitter")
 # The paper calls the standard augmentation "vanilla": teacher specs (vanilla:1) and teacher
 # run directories (teachers/vanilla_1) use that name, and --augmentation accepts it too.

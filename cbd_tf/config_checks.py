@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from cbd_tf.config import (
     AUGMENTATIONS, DECOUPLED_BATCHNORM, DECOUPLED_STAGES, HEADS, LOSSES, LR_SCHEDULES,
-    MIXED_PRECISION, NCM_DISTANCES, NCM_FEATURES, SAMPLING_METHODS, STAGES, STRATEGIES, Config,
-    check, teacher_run_name)
+    MIXED_PRECISION, NCM_DISTANCES, NCM_FEATURES, PRESET_PREFIX, SAMPLING_METHODS, STAGES,
+    STRATEGIES, Config, check, teacher_run_name)
 
 
 def check_config(config: Config) -> None:
@@ -46,6 +46,11 @@ def check_config(config: Config) -> None:
         "backbone from --backbone_from")
   check(not config.model.student_backbone or config.stage == "pipeline",
         "--student_backbone applies to --stage=pipeline (use --backbone for one run)")
+  check(not (config.distribute.sync_batchnorm and any(
+      name.startswith(PRESET_PREFIX)
+      for name in (config.model.backbone, config.model.student_backbone))),
+        "--sync_batchnorm applies to the built-in ResNets; a keras_hub backbone keeps its own "
+        "BatchNorm layers")
   check(config.model.head_norm_power is None or config.model.head_norm_power >= 0,
         f"head_norm_power must be >= 0, got {config.model.head_norm_power}")
   check(config.long_tail.loss != "ldam" or config.model.head == "cosine",

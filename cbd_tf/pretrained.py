@@ -21,7 +21,8 @@ import h5py
 import keras
 
 from cbd_tf import config as config_lib
-from cbd_tf import run_dir
+from cbd_tf import run_dir, teachers
+from cbd_tf.models import keras_hub_backbone
 from cbd_tf.models.classifier import Classifier
 from cbd_tf.models.keras_hub_backbone import KerasHubBackbone
 
@@ -40,6 +41,18 @@ def build_starting_classifier(config: config_lib.Config, num_classes: int,
   if config.model.init_from:
     load_backbone_weights(classifier.backbone, config.model.init_from)
   return classifier
+
+
+def fetch_presets(student: config_lib.Config) -> None:
+  """Keeps a pipeline student's keras_hub backbone and teachers in its run directory before
+  any teacher trains, so a preset that cannot be downloaded stops the pipeline first."""
+  if (keras_hub_backbone.is_preset(student.model.backbone)
+      and not os.path.exists(os.path.join(student.workdir, run_dir.PRETRAINED_BACKBONE))):
+    run_dir.keep_pretrained_backbone(
+        KerasHubBackbone.from_preset(keras_hub_backbone.preset_of(student.model.backbone)),
+        student.workdir)
+  teachers.load_teachers([t for t in student.distill.teachers
+                          if keras_hub_backbone.is_preset(t)], student.workdir)
 
 
 def check_init_from(path: str) -> None:

@@ -100,6 +100,8 @@ def run_pipeline(config: config_lib.Config, source: sources.Source,
                  strategy: tf.distribute.Strategy | None = None) -> dict:
   """Every teacher, then the student; runs whose final weights exist are not retrained."""
   strategy = strategy or tf.distribute.get_strategy()
+  if distribute.is_chief(strategy):
+    pretrained.fetch_presets(student_config(config))
   results = {}
   for spec in config.distill.teacher_specs:
     stage_config = teacher_config(config, spec)

@@ -150,3 +150,33 @@ def test_init_from_starts_a_cli_run_from_the_weights(tmp_path):
                                     f"--init_from={tmp_path / 'source'}")
   model = pretrained.build_starting_classifier(config, 10)
   assert_same_backbone(model, source)
+
+
+def test_pipeline_fetches_its_presets_before_any_teacher_trains(tmp_path):
+  # A preset directory that passes the name check but does not load.
+  broken = tmp_path / "broken_preset"
+  broken.mkdir()
+  for name in ("config.json", "image_converter.json"):
+    (broken / name).write_text("{}")
+  workdir = tmp_path / "pipeline"
+  result = helpers.run_module("cbd_tf.train", *SMOKE, f"--teachers=keras_hub:{broken}",
+                              f"--workdir={workdir}")
+  assert result.returncode == 1
+  assert (f"could not load keras_hub preset {str(broken)!r} from directory {broken}:"
+          in result.stderr.strip().splitlines()[-1])
+  assert not os.path.exists(workdir / "teachers" / "vanilla_1" / "final.weights.h5")
+
+
+def test_named_preset_that_cannot_download_names_its_handle_and_cache(tmp_path, monkeypatch):
+  for name, value in offline_environment(tmp_path).items():
+    monkeypatch.setenv(name, value)
+  with pytest.raises(ValueError, match=r"could not load keras_hub preset 'resnet_18_imagenet' "
+                                       r"from kaggle://keras/resnetv1/keras/resnet_18_imagenet/"
+                                       r"\d+ \(download cache .*empty_cache\): "):
+    Classifier("keras_hub:resnet_18_imagenet", 10, 32)
+
+
+def test_sync_batchnorm_is_refused_for_a_preset_backbone(tmp_path):
+  with pytest.raises(ValueError, match="--sync_batchnorm applies to the built-in ResNets"):
+    helpers.config_from_argv(*SMOKE, f"--workdir={tmp_path}", "--sync_batchnorm",
+                             "--student_backbone=keras_hub:resnet_18_imagenet")

@@ -26,7 +26,8 @@ import os
 
 import keras
 
-PREFIX = "keras_hub:"
+from cbd_tf.config import PRESET_PREFIX as PREFIX
+
 POOLINGS = ("average", "class_token", "pooled")
 
 
