@@ -180,3 +180,20 @@ def test_sync_batchnorm_is_refused_for_a_preset_backbone(tmp_path):
   with pytest.raises(ValueError, match="--sync_batchnorm applies to the built-in ResNets"):
     helpers.config_from_argv(*SMOKE, f"--workdir={tmp_path}", "--sync_batchnorm",
                              "--student_backbone=keras_hub:resnet_18_imagenet")
+
+
+def test_pipeline_student_takes_student_backbone_and_extra_teachers(tmp_path):
+  from cbd_tf import stages  # pylint: disable=import-outside-toplevel
+  config = helpers.config_from_argv(
+      *SMOKE, f"--workdir={tmp_path}", "--backbone=keras_hub:dinov2_small",
+      "--student_backbone=resnet8", "--teachers=keras_hub:dinov2_base", "--init_from=x.keras")
+  student = stages.student_config(config)
+  assert student.model.backbone == "resnet8" and student.model.init_from == ""
+  assert student.distill.teachers == (
+      str(tmp_path / "teachers" / "vanilla_1"), str(tmp_path / "teachers" / "jitter_1"),
+      "keras_hub:dinov2_base")
+  teacher = stages.teacher_config(config, "vanilla:1")
+  assert teacher.model.backbone == "keras_hub:dinov2_small"
+  assert teacher.model.init_from == "x.keras" and teacher.model.student_backbone == ""
+  same = stages.student_config(config.replace(model={"student_backbone": ""}))
+  assert same.model.backbone == "keras_hub:dinov2_small" and same.model.init_from == "x.keras"
