@@ -26,6 +26,8 @@ STAGES = ("teacher", "student", "pipeline") + DECOUPLED_STAGES
 # Learning-rate schedules (cbd_tf/schedules.py) and the warmup each uses when
 # --warmup_epochs is negative: none in the CBD recipe, 5 epochs in LDAM-DRW's step recipe.
 LR_SCHEDULES = ("cosine", "step")
+# SGD's momentum update (cbd_tf/optimizers.py).
+MOMENTUM_UPDATES = ("keras", "official")
 DEFAULT_WARMUP_EPOCHS = {"cosine": 0.0, "step": 5.0}
 # A --backbone or --teachers entry naming a KerasHub preset (models/keras_hub_backbone.py).
 PRESET_PREFIX = "keras_hub:"
@@ -163,6 +165,10 @@ class OptimizerConfig:
       0.1, "learning_rate",
       "Learning rate per 256 images; the run uses learning_rate * batch_size / 256.")
   momentum: float = setting(0.9, "momentum", "SGD momentum.")
+  momentum_update: str = setting(
+      "keras", "momentum_update", "keras (m = mu * m - lr * g; w += m) | official (the "
+      "official code's Sonnet Momentum: acc = mu * acc + g; w -= lr * acc; the paper configs).",
+      choices=MOMENTUM_UPDATES)
   weight_decay: float = setting(
       5e-4, "weight_decay", "Coefficient of the official explicit L2 term "
       "wd * 0.5 * tf.nn.l2_loss(w) = 0.25 * wd * sum(w^2) over every trainable weight.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from cbd_tf.config import (
     AUGMENTATIONS, DECOUPLED_BATCHNORM, DECOUPLED_STAGES, HEADS, LOSSES, LR_SCHEDULES,
-    MIXED_PRECISION, NCM_DISTANCES, NCM_FEATURES, PRESET_PREFIX, SAMPLING_METHODS, STAGES,
+    MIXED_PRECISION, MOMENTUM_UPDATES, NCM_DISTANCES, NCM_FEATURES, PRESET_PREFIX, SAMPLING_METHODS, STAGES,
     STRATEGIES, Config, check, teacher_run_name)
 
 
@@ -59,6 +59,8 @@ def check_config(config: Config) -> None:
         f"learning_rate must be positive, got {config.optimizer.learning_rate}")
   check(0 <= config.optimizer.momentum < 1,
         f"momentum must be in [0, 1), got {config.optimizer.momentum}")
+  check(config.optimizer.momentum_update in MOMENTUM_UPDATES, "unknown momentum_update "
+        f"{config.optimizer.momentum_update!r}; valid: {', '.join(MOMENTUM_UPDATES)}")
   check(config.optimizer.weight_decay >= 0,
         f"weight_decay must be >= 0, got {config.optimizer.weight_decay}")
   check(config.epochs > 0, f"epochs must be positive, got {config.epochs}")

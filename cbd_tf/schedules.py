@@ -25,7 +25,12 @@ STEP_DECAY = ((0.8, 0.01), (0.9, 0.0001))
 
 @keras.saving.register_keras_serializable(package="cbd_tf")
 class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
-  """Linear from 0 to `peak` over `warmup_steps`, then cosine from `peak` to 0 at `total_steps`."""
+  """Linear from 0 to `peak` over `warmup_steps`, then cosine from `peak` to 0 at `total_steps`.
+
+  Called, as Keras calls a schedule, with the number of updates made so far, it returns
+  the rate at that count + 1: the official train_step sets `learning_rate_fn(global_step +
+  1)` before each update, so its first update uses lr(1) and update `total_steps` lr = 0.
+  """
 
   def __init__(self, peak: float, total_steps: int, warmup_steps: int = 0):
     if total_steps <= 0 or not 0 <= warmup_steps < total_steps:
@@ -35,7 +40,7 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
     self.warmup_steps = warmup_steps
 
   def __call__(self, step):
-    step = ops.cast(step, "float32")
+    step = ops.cast(step, "float32") + 1.0
     warmup = self.peak * step / max(self.warmup_steps, 1)
     progress = (step - self.warmup_steps) / (self.total_steps - self.warmup_steps)
     cosine = 0.5 * self.peak * (1.0 + ops.cos(math.pi * ops.clip(progress, 0.0, 1.0)))

@@ -22,7 +22,7 @@ from absl import logging
 from cbd_tf import config as config_lib
 from cbd_tf import callbacks, evaluation, metrics, report, run_dir, schedules
 from cbd_tf import pretrained, serving, teachers, trainers
-from cbd_tf import distribute, environment, long_tail_losses, resume
+from cbd_tf import distribute, environment, long_tail_losses, optimizers, resume
 from cbd_tf.data import pipeline, sampling, sources
 from cbd_tf.models import backbones
 
@@ -237,7 +237,8 @@ def _build_optimizer(config: config_lib.Config, steps_per_epoch: int) -> keras.o
       config.optimizer.lr_schedule,
       schedules.scaled_learning_rate(config.optimizer.learning_rate, config.data.batch_size),
       config.optimizer.epochs, steps_per_epoch, config.optimizer.resolved_warmup_epochs)
-  return keras.optimizers.SGD(schedule, momentum=config.optimizer.momentum)
+  return optimizers.build_sgd(schedule, config.optimizer.momentum,
+                              config.optimizer.momentum_update)
 
 
 def _callbacks(config: config_lib.Config, classifier, source: sources.Source,

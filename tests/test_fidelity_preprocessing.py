@@ -6,11 +6,13 @@ eval_preprocess, random_color_jitter) and simclr tf2/data_util.py (color_jitter 
 impl="simclrv2", random_order=True; random_apply; to_grayscale).
 """
 
+import colorsys
 import io
 import threading
 
 import numpy as np
 import pytest
+import scipy.stats
 import tensorflow as tf
 
 from cbd_tf import config as config_lib
@@ -192,6 +194,62 @@ def test_jitter_transform_ranges_are_simclr_v2():
                       / 0.5 for n in range(60)])
   assert factors.min() >= 0.2 - 1e-6 and factors.max() <= 1.8 + 1e-6  # brightness 1 +- 0.8
   assert factors.min() < 0.6 and factors.max() > 1.4
+
+
+def _hsv(image):
+  return np.array([[colorsys.rgb_to_hsv(*pixel) for pixel in row] for row in image])
+
+
+def official_contrast(image, factor):
+  """tf.image.adjust_contrast (simclr: random_contrast, factor U[1 - c, 1 + c]): each channel
+  (x - mean) * factor + mean, the mean over the image's pixels."""
+  mean = image.mean(axis=(0, 1), keepdims=True)
+  return (image - mean) * factor + mean
+
+
+def official_saturation(image, factor):
+  """tf.image.adjust_saturation (simclr: random_saturation): HSV saturation times factor,
+  clipped to [0, 1]."""
+  return np.array([[colorsys.hsv_to_rgb(h, min(max(s * factor, 0.0), 1.0), v)
+                    for h, s, v in row] for row in _hsv(image)])
+
+
+def official_hue(image, delta):
+  """tf.image.adjust_hue (simclr: random_hue, delta U[-h, h]): HSV hue plus delta, mod 1."""
+  return np.array([[colorsys.hsv_to_rgb((h + delta) % 1.0, s, v) for h, s, v in row]
+                   for row in _hsv(image)])
+
+
+def _recovered_factor(kind, image, output):
+  """The factor (or hue delta) a transform drew, read off its output."""
+  if kind == "contrast":
+    centred = image - image.mean(axis=(0, 1), keepdims=True)
+    return float(np.sum(centred * (output - image.mean(axis=(0, 1), keepdims=True)))
+                 / np.sum(centred * centred))
+  before, after = _hsv(image), _hsv(output)
+  if kind == "saturation":
+    unclipped = after[..., 1] < 0.999
+    return float(np.median(after[..., 1][unclipped] / before[..., 1][unclipped]))
+  return float(np.median((after[..., 0] - before[..., 0] + 0.5) % 1.0 - 0.5))
+
+
+@pytest.mark.parametrize("kind, index, official, half_range", [
+    ("contrast", 1, official_contrast, 0.8), ("saturation", 2, official_saturation, 0.8),
+    ("hue", 3, official_hue, 0.2)])
+def test_jitter_contrast_saturation_and_hue_are_simclrs(kind, index, official, half_range):
+  # simclr color_jitter(strength=1.0, impl="simclrv2"): contrast and saturation 0.8,
+  # hue 0.2; each a tf.image.adjust_* with a uniform factor (delta) in its range.
+  image = np.random.default_rng(3).uniform(0.15, 0.85, size=(4, 5, 3)).astype(np.float32)
+  draws = []
+  for number in range(40):
+    transform = augment.jitter_plan(tf.constant([number, 17], tf.int64))[1][index]
+    output = transform(tf.constant(image)).numpy()
+    factor = _recovered_factor(kind, image, output)
+    np.testing.assert_allclose(output, official(image, factor), atol=2e-4)
+    draws.append(factor if kind == "hue" else factor - 1.0)
+  assert -half_range - 1e-3 <= min(draws) and max(draws) <= half_range + 1e-3
+  uniform = scipy.stats.kstest(np.array(draws), "uniform", args=(-half_range, 2 * half_range))
+  assert uniform.pvalue > 1e-3, draws
 
 
 def test_jitter_and_grayscale_probabilities():

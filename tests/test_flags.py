@@ -59,6 +59,7 @@ CLI_FLAGS = [
     ("manual_dir", "string", ""),
     ("mixed_precision", "string", ""),
     ("momentum", "float", 0.9),
+    ("momentum_update", "string", "keras"),
     ("ncm_distance", "string", "euclidean"),
     ("ncm_features", "string", "cl2n"),
     ("num_classes", "integer", 0),

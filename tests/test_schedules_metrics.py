@@ -8,15 +8,33 @@ import tensorflow as tf
 from cbd_tf import metrics, schedules
 
 
-def test_warmup_then_cosine():
-  schedule = schedules.WarmupCosineDecay(peak=0.4, total_steps=110, warmup_steps=10)
-  values = [float(schedule(step)) for step in (0, 5, 10, 60, 110)]
-  np.testing.assert_allclose(values, [0.0, 0.2, 0.4, 0.2, 0.0], atol=1e-6)
-  assert schedules.scaled_learning_rate(0.1, 512) == pytest.approx(0.2)
-  no_warmup = schedules.WarmupCosineDecay(peak=1.0, total_steps=4)
-  assert float(no_warmup(0)) == pytest.approx(1.0)
-  assert float(no_warmup(1)) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+def _official_learning_rate(step, base_learning_rate, steps_per_epoch, num_epochs,
+                            warmup_epochs):
+  """class_balanced_distillation/train.py get_learning_rate (with its cosine_decay), in
+  numpy; its train_step calls it with global_step + 1 before each update."""
+  def cosine_decay(lr, step, total_steps):
+    ratio = max(0.0, step / total_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * ratio)) * lr
+  epoch = step / steps_per_epoch
+  lr = cosine_decay(base_learning_rate, epoch - warmup_epochs, num_epochs - warmup_epochs)
+  with np.errstate(divide="ignore"):  # warmup_epochs = 0 (every config): epoch / 0 = inf
+    warmup = min(1.0, np.float64(epoch) / warmup_epochs)
+  return lr * warmup
 
+
+@pytest.mark.parametrize("warmup_epochs", [0, 5])
+def test_cosine_is_the_official_learning_rate_at_each_update(warmup_epochs):
+  # ImageNet-LT: 115,846 // 128 = 905 steps an epoch, 90 epochs, 0.1 per 256 at batch 128.
+  steps_per_epoch, epochs, base = 905, 90, 0.1 * 128 / 256
+  schedule = schedules.build_schedule("cosine", base, epochs, steps_per_epoch, warmup_epochs)
+  total = epochs * steps_per_epoch
+  # Updates made before: the first, the warm-up's last and first after, the middle, the last.
+  for global_step in (0, 5 * steps_per_epoch - 1, 5 * steps_per_epoch, total // 2, total - 1):
+    official = _official_learning_rate(global_step + 1, base, steps_per_epoch, epochs,
+                                       warmup_epochs)
+    assert float(schedule(global_step)) == pytest.approx(official, rel=1e-5, abs=1e-9), global_step
+  assert float(schedule(total - 1)) == pytest.approx(0, abs=1e-9)
+  assert schedules.scaled_learning_rate(0.1, 512) == pytest.approx(0.2)
 
 
 def _their_cui_schedule(current_epoch, base_learning_rate, lr_boundaries, lr_multiplier):
