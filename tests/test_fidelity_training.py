@@ -118,3 +118,12 @@ def test_official_momentum_is_sonnets_update_under_a_changing_rate():
   assert not np.allclose(run(optimizers.build_sgd(0.5, 0.9, "keras")), expected, rtol=1e-3)
   with pytest.raises(ValueError, match="unknown momentum_update 'nesterov'; valid: keras, official"):
     optimizers.build_sgd(0.5, 0.9, "nesterov")
+
+
+@pytest.mark.slow
+def test_per_replica_batchnorm_step_under_mirrored_is_the_official_step():
+  # 2 logical CPUs: each half-batch normalised by itself, gradients summed over replicas of
+  # loss / replicas; a whole-batch (synchronised) step differs by far more.
+  result = helpers.run_script("per_replica_batchnorm")
+  assert result["replicas"] == 2
+  assert result["per_replica"] < 1e-5 < 1e-3 < result["whole_batch"]
