@@ -296,6 +296,13 @@ class Config:
     return self.optimizer.epochs
 
   @property
+  def warmup_epochs(self) -> float:
+    """Warm-up epochs: --decoupled_warmup_epochs for cRT / LWS, else the optimizer's."""
+    if self.stage in STAGE_EPOCHS:
+      return self.long_tail.decoupled_warmup_epochs
+    return self.optimizer.resolved_warmup_epochs
+
+  @property
   def sampling(self) -> str:
     """The sampling policy this stage trains with."""
     if self.data.sampling:

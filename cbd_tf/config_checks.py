@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from cbd_tf.config import (
     AUGMENTATIONS, DECOUPLED_BATCHNORM, DECOUPLED_STAGES, HEADS, LOSSES, LR_SCHEDULES,
-    MIXED_PRECISION, MOMENTUM_UPDATES, NCM_DISTANCES, NCM_FEATURES, PRESET_PREFIX, SAMPLING_METHODS, STAGES,
+    MIXED_PRECISION, MOMENTUM_UPDATES, NCM_DISTANCES, NCM_FEATURES, PRESET_PREFIX, SAMPLING_METHODS, STAGE_EPOCHS, STAGES,
     STRATEGIES, Config, check, teacher_run_name)
 
 
@@ -66,9 +66,10 @@ def check_config(config: Config) -> None:
   check(config.epochs > 0, f"epochs must be positive, got {config.epochs}")
   check(config.optimizer.lr_schedule in LR_SCHEDULES, f"unknown lr_schedule "
         f"{config.optimizer.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
-  check(config.optimizer.resolved_warmup_epochs < config.epochs,
-        f"warmup of {config.optimizer.resolved_warmup_epochs:g} epochs must be shorter than "
-        f"--epochs={config.epochs}; set --warmup_epochs")
+  check(0 <= config.warmup_epochs < config.epochs,
+        f"warmup of {config.warmup_epochs:g} epochs must be shorter than "
+        f"--epochs={config.epochs}; set --"
+        f"{'decoupled_' if config.stage in STAGE_EPOCHS else ''}warmup_epochs")
   check(config.optimizer.steps_per_epoch >= 0,
         f"steps_per_epoch must be >= 0, got {config.optimizer.steps_per_epoch}")
   check(0 <= config.distill.alpha <= 1,

@@ -71,6 +71,9 @@ class LongTailConfig:
   decoupled_epochs: int | None = setting(
       None, "decoupled_epochs", "Epochs of --stage=crt / lws. Not given: classifier-balancing's "
       "ImageNet-LT recipes, 10 for crt and 5 for lws (iNaturalist's cRT: 30).")
+  decoupled_warmup_epochs: float = setting(
+      0.0, "decoupled_warmup_epochs", "Linear warm-up epochs of --stage=crt / lws (their "
+      "--warmup_epochs): none in classifier-balancing's recipes.")
   ncm_features: str = setting(
       "cl2n", "ncm_features", "--stage=ncm feature transform: cl2n (centred, L2-normalised; "
       "upstream's default) | l2n | raw.", choices=NCM_FEATURES)

@@ -216,6 +216,19 @@ LOSS_BUILDERS = {
 }
 
 
+def prepare_head(head, long_tail: config_lib.LongTailConfig, num_classes: int
+                 ) -> tuple[str, ...]:
+  """What a loss asks of the head it trains, before training; returns the paths of the head
+  weights the weight decay must leave out. Cui et al.'s sigmoid focal loss (class_balanced_focal)
+  starts a linear head's bias at -log(C - 1), so every class starts at probability 1 / C
+  (model_base.py `_fully_connected`), and exempts it from the decay (cifar_main.py: "no
+  regularization (weight decay) for last layer's bias")."""
+  if long_tail.loss != "class_balanced_focal" or getattr(head, "bias", None) is None:
+    return ()
+  head.bias.assign(tf.fill(head.bias.shape, -np.log(num_classes - 1.0)))
+  return (head.bias.path,)
+
+
 def build_loss(long_tail: config_lib.LongTailConfig, train_counts, cosine_scale: float = 20.0,
                epochs: int = 1) -> tuple[LossFunction, list[keras.callbacks.Callback]]:
   """(loss(labels, logits) of one replica's batch, callbacks the loss needs during fit).

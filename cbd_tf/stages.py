@@ -141,8 +141,10 @@ def train_stage(config: config_lib.Config, source: sources.Source,
   A run killed part-way resumes from its last checkpoint when started again.
   """
   stage = trainers.get_stage(config.stage)
-  # cRT / LWS: --decoupled_epochs or the recipe (10, 5), written out in config.json.
-  config = config.replace(optimizer={"epochs": config.epochs})
+  # cRT / LWS: --decoupled_epochs or the recipe (10, 5) and --decoupled_warmup_epochs,
+  # written out in config.json.
+  config = config.replace(optimizer={"epochs": config.epochs,
+                                     "warmup_epochs": config.warmup_epochs})
   strategy = strategy or tf.distribute.get_strategy()
   chief = distribute.is_chief(strategy)
   save_dir = distribute.worker_directory(config.workdir, strategy)
@@ -236,7 +238,7 @@ def _build_optimizer(config: config_lib.Config, steps_per_epoch: int) -> keras.o
   schedule = schedules.build_schedule(
       config.optimizer.lr_schedule,
       schedules.scaled_learning_rate(config.optimizer.learning_rate, config.data.batch_size),
-      config.optimizer.epochs, steps_per_epoch, config.optimizer.resolved_warmup_epochs)
+      config.optimizer.epochs, steps_per_epoch, config.warmup_epochs)
   return optimizers.build_sgd(schedule, config.optimizer.momentum,
                               config.optimizer.momentum_update)
 

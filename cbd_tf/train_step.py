@@ -62,6 +62,8 @@ class TrainStepModel(keras.Model):
       raise ValueError(f"loss term names repeat: {', '.join(term_names)}")
     self.weight_decay = 0.0
     self.backbone_learning_rate_multiplier = 1.0
+    # Paths of weights trained but not decayed (long_tail_losses.prepare_head).
+    self.weight_decay_exempt = ()
     self.loss_metric = keras.metrics.Mean(name="loss")
     self.term_metrics = {name: keras.metrics.Mean(name=f"loss_{name}") for name in term_names}
     self.loss_wd_metric = keras.metrics.Mean(name="loss_weight_decay")
@@ -130,7 +132,8 @@ class TrainStepModel(keras.Model):
       # Terms built before weight decay: the graph optimiser may regroup the additions by
       # construction order, and this order logs the same float32 loss as before (measured).
       loss = weighted_sum(terms)
-      weight_decay = losses.weight_decay_loss(variables, self.weight_decay)
+      weight_decay = losses.weight_decay_loss(
+          [v for v in variables if v.path not in self.weight_decay_exempt], self.weight_decay)
       total = loss + weight_decay
       # Replica gradients are summed, so each replica's batch mean is divided by their count.
       scaled = self.optimizer.scale_loss(total / replica_count())

@@ -27,7 +27,8 @@ import keras
 
 import tensorflow as tf
 
-from cbd_tf import callbacks, decoupled, distiller, distribute, pretrained, teachers
+from cbd_tf import callbacks, decoupled, distiller, distribute, long_tail_losses, pretrained
+from cbd_tf import teachers
 from cbd_tf import config as config_lib
 from cbd_tf.data import pipeline, sources
 from cbd_tf.models.classifier import Classifier
@@ -102,8 +103,10 @@ def _writes() -> bool:
 
 
 def _build_teacher(config: config_lib.Config, source: sources.Source) -> Built:
-  return Built(pretrained.build_starting_classifier(config, source.num_classes, _writes()),
-               config)
+  classifier = pretrained.build_starting_classifier(config, source.num_classes, _writes())
+  classifier.weight_decay_exempt = long_tail_losses.prepare_head(
+      classifier.head, config.long_tail, source.num_classes)
+  return Built(classifier, config)
 
 
 def _build_student(config: config_lib.Config, source: sources.Source) -> Built:

@@ -180,3 +180,38 @@ def test_flags(argv, section, expected):
 def test_bad_settings_name_the_problem(changes, message):
   with pytest.raises(ValueError, match=message.replace("[", r"\[")):
     config_lib.Config(workdir="/tmp/x").replace(**changes).validate()
+
+
+def test_class_balanced_focal_head_starts_at_their_bias_outside_the_decay():
+  # Cui et al. model_base.py: bias_initializer=tf.constant_initializer(-np.log(out_dim - 1));
+  # cifar_main.py: reg_loss = weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in
+  # model_params if 'dense/bias' not in v.name]) (gradient wd * w: cbd_tf's --weight_decay
+  # is then 2 * wd, the row's value in tools/compare.py).
+  import keras  # pylint: disable=import-outside-toplevel
+  from cbd_tf.models.classifier import Classifier  # pylint: disable=import-outside-toplevel
+  their_weight_decay, num_classes = 2e-4, 100
+  model = Classifier("resnet8", num_classes, 16, head="linear")
+  long_tail = config_lib.LongTailConfig(loss="class_balanced_focal")
+  model.weight_decay_exempt = long_tail_losses.prepare_head(model.head, long_tail, num_classes)
+  np.testing.assert_allclose(model.head.bias.numpy(), -np.log(num_classes - 1.0), rtol=1e-6)
+  their_decay = their_weight_decay * tf.add_n(
+      [tf.nn.l2_loss(v) for v in model.trainable_variables if v is not model.head.bias])
+  loss, _ = long_tail_losses.build_loss(long_tail, np.full(num_classes, 50))  # weights 1
+  images, labels = helpers.tiny_batch(batch_size=8, image_size=16, num_classes=num_classes)
+  model.compile(keras.optimizers.SGD(0.0), loss=loss, weight_decay=2 * their_weight_decay)
+  logs = model.train_on_batch(images, labels, return_dict=True)
+  np.testing.assert_allclose(logs["loss_weight_decay"], float(their_decay), rtol=1e-5)
+  # Every class starts near probability 1 / C: about 4.7 per image (gamma 0.5) where a zero
+  # bias starts near 100 * 0.5^0.5 * log 2 = 49.
+  assert 4 < logs["loss_ce"] < 6
+  assert long_tail_losses.prepare_head(model.head, config_lib.LongTailConfig(), 10) == ()
+
+
+def test_decoupled_stages_warm_up_only_when_asked():
+  config = helpers.config_from_argv("--workdir=/tmp/w", "--stage=crt", "--backbone_from=/x",
+                                    "--warmup_epochs=3", "--epochs=40")
+  assert config.warmup_epochs == 0 and config.epochs == 10
+  asked = helpers.config_from_argv("--workdir=/tmp/w", "--stage=lws", "--backbone_from=/x",
+                                   "--decoupled_warmup_epochs=1")
+  assert asked.warmup_epochs == 1
+  assert helpers.config_from_argv("--workdir=/tmp/w", "--warmup_epochs=3").warmup_epochs == 3

@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 
 from tests import helpers
@@ -76,10 +77,10 @@ def test_table_json_and_figure(compare, tmp_path):
   options = {"dataset": "mnist_lt", "epochs_note": "2 epochs", "tau": {0: 1.0}, "sweeps": {}}
   table = compare.write_outputs(str(tmp_path), rows, [0, 1], options)
   lines = table.splitlines()
-  assert lines[0].startswith("| method (%, mean ± std over seeds 0,1) | top-1 |")
-  assert lines[2] == "| CE (instance sampling) | 60.0 ± 14.1 | 90.0 ± 0.0 | 50.0 ± 0.0 | " \
-                     "10.0 ± 0.0 | 20.0 ± 0.0 |"
-  assert "| CBD | 50.0 ± 0.0 |" in lines[3] and "10.0 ± 0.0" in lines[3]  # one few value
+  assert lines[0].startswith("| method (%, mean ± std over seeds 0,1) | recipe | top-1 |")
+  assert lines[2] == ("| CE (instance sampling) | classifier-balancing | 60.0 ± 14.1 | "
+                      "90.0 ± 0.0 | 50.0 ± 0.0 | 10.0 ± 0.0 | 20.0 ± 0.0 |")
+  assert "| CBD | CBD | 50.0 ± 0.0 |" in lines[3] and "10.0 ± 0.0" in lines[3]  # one few value
   with open(tmp_path / "compare.json") as f:
     saved = json.load(f)
   assert saved["summary"]["CE (instance sampling)"]["top1"]["values"] == pytest.approx([50, 70])
@@ -101,3 +102,54 @@ def test_run_killed_before_its_evaluation_is_evaluated_not_retrained(compare, tm
   monkeypatch.setattr(compare, "_run_module", run_module)
   metrics = compare.ensure_run("ce", str(tmp_path), 0, {"flagfile": "f", "overrides": []})
   assert calls == [("cbd_tf.evaluate", [f"--workdir={workdir}"])] and metrics["top1"] == 0.5
+
+
+def _flag(flags, name, default=None):
+  return next((f.split("=", 1)[1] for f in flags if f.startswith(f"--{name}=")), default)
+
+
+# Their per-weight decay gradient and learning rate, written out from each code base:
+# PyTorch SGD(weight_decay=wd) adds wd * w (LDAM-DRW 2e-4, classifier-balancing 5e-4);
+# Cui et al. add wd * tf.nn.l2_loss(w), gradient wd * w (2e-4); logit adjustment's Keras
+# l2(1e-4) adds 1e-4 * sum(w^2), gradient 2e-4 * w. (learning rate, at batch).
+THEIR_RECIPES = {
+    "LDAM-DRW / Cui et al.": {"decay_gradient": 2e-4, "lr": 0.1, "batch": 128, "schedule": "step"},
+    "classifier-balancing": {"decay_gradient": 5e-4, "lr": 0.2, "batch": 512, "schedule": "cosine"},
+    "Menon et al.": {"decay_gradient": 2e-4, "lr": 0.1, "batch": 128, "schedule": None},
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(THEIR_RECIPES))
+def test_each_recipe_decays_and_steps_as_its_authors(compare, recipe):
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from cbd_tf import losses, schedules  # pylint: disable=import-outside-toplevel
+  theirs = THEIR_RECIPES[recipe]
+  flags = compare.RECIPES[recipe]({"epochs": 40})
+  weight = tf.Variable([[0.5, -2.0], [3.0, 0.25]])
+  with tf.GradientTape() as tape:
+    penalty = losses.weight_decay_loss([weight], float(_flag(flags, "weight_decay")))
+  np.testing.assert_allclose(tape.gradient(penalty, weight).numpy(),
+                             theirs["decay_gradient"] * weight.numpy(), rtol=1e-6)
+  # Their rate at their batch, scaled linearly to the batch the row trains with.
+  batch = int(_flag(flags, "batch_size", 128))
+  assert schedules.scaled_learning_rate(float(_flag(flags, "learning_rate")), batch) == (
+      pytest.approx(theirs["lr"] * batch / theirs["batch"]))
+  if theirs["schedule"]:
+    assert _flag(flags, "lr_schedule") == theirs["schedule"]
+  if recipe == "LDAM-DRW / Cui et al.":
+    assert _flag(flags, "warmup_epochs") == "1"  # 5 of 200 epochs, at 40
+  if recipe == "classifier-balancing":
+    assert _flag(flags, "warmup_epochs") == "0"
+
+
+def test_every_baseline_row_names_its_recipe(compare):
+  recipes = {method: compare.RUNS[run].recipe for method, run in compare.METHODS.items()}
+  assert set(recipes.values()) <= set(compare.RECIPES)
+  for method in ("class-balanced loss", "class-balanced focal", "LDAM-DRW", "focal"):
+    assert recipes[method] == "LDAM-DRW / Cui et al.", method
+  for method in ("CE (instance sampling)", "cRT", "LWS", "tau-norm", "NCM"):
+    assert recipes[method] == "classifier-balancing", method
+  assert recipes["CBD_ENS"] == recipes["CBD"] == "CBD"
+  options = {"decoupled_epochs": 0, "tau": {}, "epochs": 40}
+  crt = compare.RUNS["crt"].flags("/s", 0, options)
+  assert "--weight_decay=1e-3" in crt and not any(f.startswith("--decoupled_warmup") for f in crt)

@@ -52,10 +52,38 @@ class Run:
   flags: Callable[[str, int, dict], list[str]]
   needs: tuple[str, ...] = ()
   posthoc_from: str = ""
+  recipe: str = "CBD"  # RECIPES
 
 
-def _teacher(*extra: str) -> Run:
-  return Run(lambda seed_dir, seed, options: ["--stage=teacher", f"--seed={seed}", *extra])
+# The recipes the rows run: each baseline its authors' learning rate at their batch, weight
+# decay and schedule. cbd_tf's --weight_decay is the official CBD term (gradient
+# 0.5 * wd * w); PyTorch's coupled weight_decay and Cui et al.'s `wd * tf.nn.l2_loss` give
+# wd * w, and logit adjustment's Keras l2(wd) 2 * wd * w, so a row passes the value whose
+# per-weight gradient is theirs (tests/tools/test_compare.py checks each against their code).
+RECIPES: dict[str, Callable[[dict], list[str]]] = {
+    # The flagfile's: the official CBD recipe (cosine, its warm-up, its decay).
+    "CBD": lambda options: [],
+    # LDAM-DRW cifar_train.py and Cui et al. cifar_main.py (+ cifar_im_trainval_cb.sh): 0.1 at
+    # batch 128, coupled 2e-4, 5 warm-up epochs of 200 then x0.01 / x0.0001 from 160 / 180.
+    "LDAM-DRW / Cui et al.": lambda options: [
+        "--batch_size=128", "--learning_rate=0.2", "--weight_decay=4e-4", "--lr_schedule=step",
+        f"--warmup_epochs={options['epochs'] * 5 / 200:g}"],
+    # classifier-balancing ImageNet_LT configs: 0.2 at batch 512 (0.1 per 256), coupled 5e-4,
+    # cosine to 0, no warm-up (cRT / LWS: --decoupled_warmup_epochs, 0 by default).
+    "classifier-balancing": lambda options: [
+        "--learning_rate=0.1", "--weight_decay=1e-3", "--lr_schedule=cosine",
+        "--warmup_epochs=0"],
+    # logit_adjustment main.py / models.py: 0.1 at batch 128, Keras l2(1e-4) on the kernels
+    # (gradient 2e-4 * w). Their warm-up and x0.1 steps at about 49 / 75 / 91% are not a
+    # cbd_tf schedule: cosine, the flagfile's warm-up.
+    "Menon et al.": lambda options: [
+        "--batch_size=128", "--learning_rate=0.2", "--weight_decay=4e-4"],
+}
+
+
+def _teacher(recipe: str, *extra: str) -> Run:
+  return Run(lambda seed_dir, seed, options: [
+      "--stage=teacher", f"--seed={seed}", *RECIPES[recipe](options), *extra], recipe=recipe)
 
 
 # Baselines their authors define on a linear layer with bias (classifier-balancing's
@@ -69,10 +97,11 @@ def _decoupled(stage: str, *extra: str) -> Run:
     epochs = options.get("decoupled_epochs")
     return [f"--stage={stage}", f"--seed={seed}",
             f"--backbone_from={os.path.join(seed_dir, 'ce_linear')}",
+            *RECIPES["classifier-balancing"](options),
             # Passes over the data, whatever steps per epoch the flagfile sets.
             *([f"--decoupled_epochs={epochs}"] if epochs else []), "--steps_per_epoch=0",
             *extra]
-  return Run(flags, needs=("ce_linear",))
+  return Run(flags, needs=("ce_linear",), recipe="classifier-balancing")
 
 
 def _student(*teachers: str) -> Run:
@@ -88,34 +117,30 @@ def _tau_norm() -> Run:
     tau = options["tau"].get(seed)
     return _decoupled("tau_norm", *([f"--tau={tau}"] if tau is not None else [])).flags(
         seed_dir, seed, options)
-  return Run(flags, needs=("ce_linear",))
-
-
-def _ldam_drw() -> Run:
-  """LDAM-DRW's recipe: cosine head, s = 30, the step schedule; its 5 warmup epochs of 200
-  scaled to the run's length."""
-  return Run(lambda seed_dir, seed, options: [
-      "--stage=teacher", f"--seed={seed}", "--loss=ldam", "--lr_schedule=step",
-      f"--warmup_epochs={options['epochs'] * 5 / 200:g}"])
+  return Run(flags, needs=("ce_linear",), recipe="classifier-balancing")
 
 
 RUNS: dict[str, Run] = {
-    "ce": _teacher(),
+    "ce": _teacher("CBD"),
     "ce_2": Run(lambda seed_dir, seed, options: ["--stage=teacher", f"--seed={seed + 1000}"]),
-    "ce_linear": _teacher(LINEAR),
-    "cb_sampling": _teacher("--sampling=class_balanced"),
+    "ce_linear": _teacher("classifier-balancing", LINEAR),
+    "cb_sampling": _teacher("CBD", "--sampling=class_balanced"),
     "crt": _decoupled("crt", "--decoupled_batchnorm=train"),
     "lws": _decoupled("lws", "--decoupled_batchnorm=train"),
     "tau_norm": _tau_norm(),
     "ncm": _decoupled("ncm"),
-    "la_loss": _teacher(LINEAR, "--loss=logit_adjusted"),
+    "la_loss": _teacher("Menon et al.", LINEAR, "--loss=logit_adjusted"),
     "la_posthoc": Run(lambda seed_dir, seed, options: ["--posthoc_tau=1"], needs=("ce_linear",),
-                      posthoc_from="ce_linear"),
-    "balanced_softmax": _teacher(LINEAR, "--loss=balanced_softmax"),
-    "focal": _teacher(LINEAR, "--loss=focal"),
-    "class_balanced": _teacher(LINEAR, "--loss=class_balanced"),
-    "class_balanced_focal": _teacher(LINEAR, "--loss=class_balanced_focal"),
-    "ldam_drw": _ldam_drw(),
+                      posthoc_from="ce_linear", recipe="classifier-balancing"),
+    # Balanced softmax's code (BALMS) builds on classifier-balancing.
+    "balanced_softmax": _teacher("classifier-balancing", LINEAR, "--loss=balanced_softmax"),
+    # The long-tail papers' focal row: LDAM-DRW's code, gamma 1.
+    "focal": _teacher("LDAM-DRW / Cui et al.", LINEAR, "--loss=focal"),
+    "class_balanced": _teacher("LDAM-DRW / Cui et al.", LINEAR, "--loss=class_balanced"),
+    "class_balanced_focal": _teacher("LDAM-DRW / Cui et al.", LINEAR,
+                                     "--loss=class_balanced_focal"),
+    # Cosine head (NormedLinear), s = 30.
+    "ldam_drw": _teacher("LDAM-DRW / Cui et al.", "--loss=ldam"),
     "cbd": _student("ce"),
     "cbd_ens": _student("ce", "ce_2"),
 }
@@ -248,13 +273,13 @@ def summarise(rows: dict[str, list[dict]]) -> dict:
 
 
 def markdown_table(summary: dict, seeds: list[int]) -> str:
-  header = (f"| method (%, mean ± std over seeds {','.join(map(str, seeds))}) | top-1 | many | "
-            "medium | few | ECE |")
-  lines = [header, "|---|---:|---:|---:|---:|---:|"]
+  header = (f"| method (%, mean ± std over seeds {','.join(map(str, seeds))}) | recipe | top-1 "
+            "| many | medium | few | ECE |")
+  lines = [header, "|---|---|---:|---:|---:|---:|---:|"]
   for method, columns in summary.items():
     cells = [f"{columns[c]['mean']:.1f} ± {columns[c]['std']:.1f}"
              if columns[c]["mean"] is not None else "-" for c in COLUMNS]
-    lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines.append(f"| {method} | {RUNS[METHODS[method]].recipe} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
