@@ -33,6 +33,7 @@ CLI_FLAGS = [
     ("dataset", "string", "mnist_lt"),
     ("decoupled_batchnorm", "string", "frozen"),
     ("decoupled_epochs", "integer", None),
+    ("decoupled_warmup_epochs", "float", 0.0),
     ("deterministic", "bool", False),
     ("distill_alpha", "float", 0.4),
     ("distill_beta", "float", 100.0),
