@@ -361,7 +361,11 @@ class Config:
     if not os.path.exists(path):
       raise ValueError(f"no config.json at {path}")
     with open(path) as f:
-      return cls.from_dict(json.load(f))
+      try:
+        values = json.load(f)
+      except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is damaged: not JSON ({error})") from None
+    return cls.from_dict(values)
 
 
 def parse_teacher_spec(spec: str) -> tuple[str, int]:

@@ -43,17 +43,40 @@ class TrainingState:
     return int(self.optimizer.iterations.numpy())
 
   def restore(self) -> int:
-    """Loads the newest checkpoint if there is one; returns the step training resumes at."""
-    latest = tf.train.latest_checkpoint(self.restore_directory)
-    if latest:
-      self.checkpoint.restore(latest).assert_existing_objects_matched()
-      logging.info("resuming from step %d (%s)", self.step, latest)
+    """Loads the newest readable checkpoint, if there is one; returns the step training
+    resumes at. A damaged checkpoint (truncated by a crash, overwritten) is skipped with a
+    warning naming it; if checkpoints exist and none reads, run_dir.RunFault: never a
+    silent restart from step 0."""
+    state = tf.train.get_checkpoint_state(self.restore_directory)
+    candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
+    for path in candidates:
+      try:
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+      except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as error:
+        logging.warning("checkpoint %s is damaged, skipped: %s", path,
+                        (str(error).strip().splitlines() or [type(error).__name__])[0])
+        continue
+      logging.info("resuming from step %d (%s)", self.step, path)
+      return self.step
+    if candidates:
+      raise run_dir.RunFault(f"no checkpoint in {self.restore_directory} is readable "
+                       f"({', '.join(candidates)}); move the directory away to start over")
     return self.step
 
   def save(self) -> None:
-    if self.manager.latest_checkpoint != os.path.join(self.manager.directory,
+    """Saves the state at the current step; run_dir.WriteError naming the directory if it
+    cannot (the previous checkpoint stays usable: the index is renamed into place last)."""
+    if self.manager.latest_checkpoint == os.path.join(self.manager.directory,
                                                       f"ckpt-{self.step}"):
+      return
+    try:
       self.manager.save(checkpoint_number=self.step)
+    except (OSError, tf.errors.OpError) as error:
+      message = getattr(error, "strerror", None) or getattr(error, "message", None) or error
+      raise run_dir.WriteError(
+          f"could not save the training state to {self.manager.directory}: "
+          f"{str(message).splitlines()[0]}; the previous checkpoint "
+          f"{self.manager.latest_checkpoint} is kept") from None
 
 
 class SaveTrainingState(keras.callbacks.Callback):

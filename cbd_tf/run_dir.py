@@ -18,6 +18,7 @@ A run directory:
                      teacher / student runs on a keras_hub backbone: the preset's weights
                      the run started from (pretrained.py)
   preset_teachers/   a student's keras_hub teachers, each NAME.json + NAME.weights.h5
+  writer.lock        pid and host of the process training here, while it does (run_lock.py)
   checkpoints/       the training state, for resuming (resume.py)
   tensorboard/       train/* and val/* scalars, profiles (callbacks.py)
   report.md, report.png   per-class accuracy against training-image count (report.py)
@@ -37,6 +38,7 @@ import glob
 import json
 import os
 
+import h5py
 import keras
 import numpy as np
 
@@ -62,6 +64,9 @@ REPORT_MD = "report.md"
 REPORT_PNG = "report.png"
 # Written beside its final name, then renamed, so a reader never sees half a file.
 PARTIAL_PREFIX = "partial."
+
+# The process training in the directory (run_lock.py).
+WRITER_LOCK = "writer.lock"
 
 TEACHERS = "teachers"
 STUDENT = "student"
@@ -91,8 +96,34 @@ def write_json(path: str, value) -> None:
 
 
 def read_json(path: str):
+  """The JSON value in `path`; ValueError naming the file if it is not JSON (a damaged or
+  half-copied file)."""
   with open(path) as f:
-    return json.load(f)
+    try:
+      return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+      raise ValueError(f"{path} is damaged: not JSON ({error})") from None
+
+
+class RunFault(RuntimeError):
+  """A fault in a run's files met during training: the CLI prints it as one line."""
+
+
+class WriteError(RunFault):
+  """A run file could not be written (disk full, read-only directory); what was there
+  before is kept."""
+
+
+def check_weights_file(path: str) -> None:
+  """ValueError naming `path` unless it is a readable HDF5 weights file: every weight is
+  read, so a truncated or overwritten file stops here rather than mid-run."""
+  try:
+    with h5py.File(path, "r") as weights:
+      weights.visititems(lambda name, item: item[()] if isinstance(item, h5py.Dataset) else None)
+  except (OSError, KeyError, RuntimeError) as error:
+    raise ValueError(f"{path} is damaged: not a readable weights file "
+                     f"({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+                     ) from None
 
 
 def write_classes(run_dir: str, class_names, train_counts) -> None:
@@ -126,6 +157,7 @@ def check_finished_run(directory: str, num_classes: int, image_size: int, role: 
   name, user = _ROLES[role][0].format(directory), _ROLES[role][1]
   check_trained(directory)
   run_config = config_lib.Config.load(os.path.join(directory, CONFIG))
+  check_weights_file(os.path.join(directory, FINAL_WEIGHTS))
   if stages and run_config.stage not in stages:
     raise ValueError(f"{name} is a {run_config.stage} run; valid: a finished "
                      f"{' or '.join(stages)} run")
@@ -217,9 +249,15 @@ def preset_teacher_files(directory: str, name: str) -> tuple[str, str]:
 
 
 def save_final_weights(model: Classifier, run_dir: str) -> None:
+  """Writes final.weights.h5 through a rename; WriteError naming the path if it cannot
+  (final weights already there stay as they were)."""
   temporary = os.path.join(run_dir, PARTIAL_PREFIX + FINAL_WEIGHTS)
-  model.save_weights(temporary)
-  os.replace(temporary, os.path.join(run_dir, FINAL_WEIGHTS))
+  try:
+    model.save_weights(temporary)
+    os.replace(temporary, os.path.join(run_dir, FINAL_WEIGHTS))
+  except OSError as error:
+    raise WriteError(f"could not write {os.path.join(run_dir, FINAL_WEIGHTS)}: "
+                     f"{error.strerror or error}") from None
 
 
 def load_classifier(run_dir: str) -> tuple[Classifier, config_lib.Config]:

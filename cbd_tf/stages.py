@@ -21,7 +21,7 @@ from absl import logging
 
 from cbd_tf import config as config_lib
 from cbd_tf import callbacks, evaluation, metrics, report, run_dir, schedules
-from cbd_tf import pretrained, serving, teachers, trainers
+from cbd_tf import pretrained, run_lock, serving, teachers, trainers
 from cbd_tf import distribute, environment, long_tail_losses, optimizers, resume
 from cbd_tf.data import pipeline, sampling, sources
 from cbd_tf.models import backbones
@@ -58,9 +58,10 @@ def run(config: config_lib.Config, source: sources.Source | None = None,
   """
   source = source or validate_run(config)
   strategy = strategy or tf.distribute.get_strategy()
-  if config.stage == "pipeline":
-    return run_pipeline(config, source, strategy)
-  return train_stage(config, source, strategy)
+  with run_lock.hold(config.workdir, distribute.is_chief(strategy)):
+    if config.stage == "pipeline":
+      return run_pipeline(config, source, strategy)
+    return train_stage(config, source, strategy)
 
 
 def prepare_process(config: config_lib.Config) -> tuple[sources.Source, tf.distribute.Strategy]:
@@ -140,12 +141,18 @@ def train_stage(config: config_lib.Config, source: sources.Source,
 
   A run killed part-way resumes from its last checkpoint when started again.
   """
+  strategy = strategy or tf.distribute.get_strategy()
+  with run_lock.hold(config.workdir, distribute.is_chief(strategy)):
+    return _train_stage(config, source, strategy)
+
+
+def _train_stage(config: config_lib.Config, source: sources.Source,
+                 strategy: tf.distribute.Strategy) -> dict:
   stage = trainers.get_stage(config.stage)
   # cRT / LWS: --decoupled_epochs or the recipe (10, 5) and --decoupled_warmup_epochs,
   # written out in config.json.
   config = config.replace(optimizer={"epochs": config.epochs,
                                      "warmup_epochs": config.warmup_epochs})
-  strategy = strategy or tf.distribute.get_strategy()
   chief = distribute.is_chief(strategy)
   save_dir = distribute.worker_directory(config.workdir, strategy)
   os.makedirs(save_dir, exist_ok=True)

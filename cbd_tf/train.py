@@ -10,7 +10,7 @@ import sys
 
 from absl import app
 
-from cbd_tf import flags, stages
+from cbd_tf import flags, run_dir, stages
 
 
 def main(argv: list[str]) -> None:
@@ -25,7 +25,7 @@ def main(argv: list[str]) -> None:
   # Past the checks, a ValueError is a bug and keeps its traceback.
   try:
     stages.run(config, source, strategy)
-  except FloatingPointError as error:
+  except (FloatingPointError, run_dir.RunFault) as error:
     sys.exit(f"cbd_tf.train: error: {error}")
 
 

@@ -1,0 +1,162 @@
+"""Faults a training run meets, each with the protection that handles it: a second writer
+on a run directory, a lock left by a dead process, a damaged newest checkpoint, a save that
+fails (disk full, read-only directory), a damaged teacher or backbone run."""
+
+import errno
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cbd_tf import resume, run_dir, run_lock, stages
+from tests import fakes, helpers
+
+SMOKE = ("--flagfile=configs/smoke.flags", "--stage=teacher", "--eval_every_epochs=0",
+         "--checkpoint_every_steps=1")
+
+
+def teacher_config(tmp_path, epochs=2, name="run"):
+  return helpers.config_from_argv(*SMOKE, f"--workdir={tmp_path / name}", f"--epochs={epochs}")
+
+
+def dead_pid() -> int:
+  process = subprocess.Popen([sys.executable, "-c", "pass"])  # pylint: disable=consider-using-with
+  process.wait()
+  return process.pid
+
+
+def test_second_writer_stops_at_once_naming_the_first(tmp_path):
+  workdir = tmp_path / "run"
+  lock = run_lock.acquire(str(workdir))
+  try:
+    result = helpers.run_module("cbd_tf.train", *SMOKE, f"--workdir={workdir}")
+  finally:
+    run_lock.release(lock)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      f"cbd_tf.train: error: run directory {str(workdir)!r} is in use by process "
+      f"{os.getpid()} on {socket.gethostname()}")
+  assert not os.path.exists(workdir / "checkpoints")
+  assert not os.path.exists(lock)
+
+
+def test_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path, caplog):
+  workdir = tmp_path / "run"
+  os.makedirs(workdir)
+  with open(workdir / "writer.lock", "w") as f:
+    json.dump({"pid": dead_pid(), "host": socket.gethostname(), "started": "earlier"}, f)
+  stages.run(teacher_config(tmp_path, epochs=1))
+  assert any("taking over" in r.getMessage() and "is gone" in r.getMessage()
+             for r in caplog.records)
+  assert os.path.exists(workdir / "final.weights.h5")
+  assert not os.path.exists(workdir / "writer.lock")  # released at the end
+
+
+def test_lock_from_another_host_is_never_taken(tmp_path):
+  os.makedirs(tmp_path / "run")
+  with open(tmp_path / "run" / "writer.lock", "w") as f:
+    json.dump({"pid": dead_pid(), "host": "elsewhere", "started": "earlier"}, f)
+  with pytest.raises(run_lock.RunDirectoryInUse, match="in use by process .* on elsewhere"):
+    run_lock.acquire(str(tmp_path / "run"))
+
+
+def checkpoint_paths(directory):
+  return tf.train.get_checkpoint_state(os.path.join(directory, "checkpoints")
+                                       ).all_model_checkpoint_paths
+
+
+def test_damaged_newest_checkpoint_resumes_from_the_one_before(tmp_path, caplog):
+  config = teacher_config(tmp_path)
+  stages.run(config)
+  older, newest = checkpoint_paths(config.workdir)
+  for name in ("final.weights.h5", "metrics.json"):
+    os.remove(os.path.join(config.workdir, name))
+  data_file = tf.io.gfile.glob(newest + ".data-*")[0]
+  with open(data_file, "r+b") as f:
+    f.truncate(os.path.getsize(data_file) // 2)
+  model = run_dir.build_classifier(config, 10)
+  optimizer = stages._build_optimizer(config, 2)  # pylint: disable=protected-access
+  optimizer.build(model.trainable_variables)
+  step = resume.TrainingState(config.workdir, config.workdir, model, optimizer).restore()
+  assert step == int(older.rsplit("-", 1)[1]) == 3
+  warnings = [r.getMessage() for r in caplog.records if "is damaged, skipped" in r.getMessage()]
+  assert len(warnings) == 1 and newest in warnings[0]
+  stages.run(config.replace(optimizer={"epochs": 3}))  # and the run goes on from there
+  assert os.path.exists(os.path.join(config.workdir, "final.weights.h5"))
+
+
+def test_no_readable_checkpoint_stops_instead_of_restarting(tmp_path):
+  config = teacher_config(tmp_path)
+  stages.run(config)
+  os.remove(os.path.join(config.workdir, "final.weights.h5"))
+  for path in checkpoint_paths(config.workdir):
+    for data_file in tf.io.gfile.glob(path + ".data-*"):
+      with open(data_file, "wb") as f:
+        f.write(b"x")
+  with pytest.raises(run_dir.RunFault, match=r"no checkpoint in .*checkpoints is readable"):
+    stages.run(config)
+
+
+@pytest.mark.parametrize("error_number", [errno.ENOSPC, errno.EROFS])
+def test_failed_save_keeps_the_previous_checkpoint_and_names_the_path(tmp_path, monkeypatch,
+                                                                     error_number):
+  config = teacher_config(tmp_path)
+  saves = []
+  original = tf.train.CheckpointManager.save
+
+  def failing_save(manager, *args, **kwargs):
+    saves.append(kwargs.get("checkpoint_number"))
+    if len(saves) == 2:  # the first save lands, the second meets the fault
+      raise OSError(error_number, os.strerror(error_number))
+    return original(manager, *args, **kwargs)
+  monkeypatch.setattr(tf.train.CheckpointManager, "save", failing_save)
+  with pytest.raises(run_dir.WriteError) as raised:
+    stages.run(config)
+  message = str(raised.value)
+  assert message.startswith(f"could not save the training state to "
+                            f"{os.path.join(config.workdir, 'checkpoints')}: "
+                            f"{os.strerror(error_number)}; the previous checkpoint")
+  monkeypatch.setattr(tf.train.CheckpointManager, "save", original)
+  state = tf.train.get_checkpoint_state(os.path.join(config.workdir, "checkpoints"))
+  assert state.model_checkpoint_path.endswith("ckpt-1")
+  assert not os.path.exists(os.path.join(config.workdir, "writer.lock"))
+  stages.run(config)  # the kept checkpoint resumes
+  assert os.path.exists(os.path.join(config.workdir, "final.weights.h5"))
+
+
+def test_failed_final_save_keeps_the_final_weights_there(tmp_path, monkeypatch):
+  config = teacher_config(tmp_path, epochs=1)
+  stages.run(config)
+  final = os.path.join(config.workdir, "final.weights.h5")
+  before = open(final, "rb").read()
+
+  def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  model, _ = run_dir.load_classifier(config.workdir)
+  monkeypatch.setattr(type(model), "save_weights", disk_full)
+  with pytest.raises(run_dir.WriteError, match=f"could not write {final}: No space left"):
+    run_dir.save_final_weights(model, config.workdir)
+  assert open(final, "rb").read() == before
+  run_dir.check_weights_file(final)
+
+
+@pytest.mark.parametrize("damaged", ["final.weights.h5", "config.json"])
+@pytest.mark.parametrize("stage", ["student", "crt"])
+def test_damaged_teacher_or_backbone_run_stops_before_training(tmp_path, damaged, stage):
+  teacher = teacher_config(tmp_path, epochs=1, name="teacher")
+  stages.run(teacher)
+  path = os.path.join(teacher.workdir, damaged)
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+  uses = (f"--teachers={teacher.workdir}" if stage == "student"
+          else f"--backbone_from={teacher.workdir}")
+  config = helpers.config_from_argv(*SMOKE, f"--stage={stage}", uses,
+                                    f"--workdir={tmp_path / stage}")
+  with pytest.raises(ValueError, match=f"^{path} is damaged: "):
+    stages.validate_run(config)
+  assert not os.path.exists(tmp_path / stage / "checkpoints")
