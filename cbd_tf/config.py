@@ -254,6 +254,12 @@ class OutputConfig:
       "", "export_dir", "Write a SavedModel for TF Serving here at the end of training.")
   top_k: int = setting(
       5, "top_k", "Classes a served prediction returns (capped at the class count).")
+  # Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS).
+  max_image_pixels: int = setting(
+      89_478_485, "max_image_pixels", "Export: the served model refuses an image whose header "
+      "declares more pixels than this, before decoding it.")
+  max_request_images: int = setting(
+      64, "max_request_images", "Export: the served model refuses a request of more images.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -94,6 +94,10 @@ def check_config(config: Config) -> None:
         all(b >= 0 for b in config.output.profile_batches),
         f"profile_batches must be FIRST,LAST steps, got {config.output.profile_batches}")
   check(config.output.top_k >= 1, f"top_k must be >= 1, got {config.output.top_k}")
+  check(config.output.max_image_pixels >= 1,
+        f"max_image_pixels must be >= 1, got {config.output.max_image_pixels}")
+  check(config.output.max_request_images >= 1,
+        f"max_request_images must be >= 1, got {config.output.max_request_images}")
   check(config.long_tail.loss in LOSSES,
         f"unknown loss {config.long_tail.loss!r}; valid: {', '.join(LOSSES)}")
   check(config.long_tail.loss == "ce" or config.stage == "teacher",

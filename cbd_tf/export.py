@@ -1,6 +1,7 @@
 """SavedModel export of a finished run's inference model, for TF Serving (serving.py).
 
   python -m cbd_tf.export --workdir=RUN_DIR --output=EXPORT_DIR [--top_k=5]
+      [--max_image_pixels=89478485] [--max_request_images=64]
 
 The export holds the classifier only: no teacher, no optimiser state. Its signatures
 (serving_default on image bytes, predict_images on preprocessed images) and assets are
@@ -22,7 +23,8 @@ def main(argv: list[str]) -> None:
   if not values.workdir or not values.output:
     sys.exit("cbd_tf.export: error: --workdir=RUN_DIR and --output=EXPORT_DIR are required")
   try:
-    print(serving.export_run(values.workdir, values.output, values.top_k))
+    print(serving.export_run(values.workdir, values.output, values.top_k,
+                             values.max_image_pixels, values.max_request_images))
   except ValueError as error:
     sys.exit(f"cbd_tf.export: error: {error}")
 

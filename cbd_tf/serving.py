@@ -7,7 +7,11 @@ no optimiser state. Signatures:
   predict_images(images: float32 [N, S, S, 3]) images already preprocessed, values in [0, 1]
 Both return probabilities [N, C], top_k_classes [N, k], top_k_scores [N, k] and
 top_k_labels [N, k] (class names); predict_images also returns features [N, D].
-Assets: class_names.txt, train_counts.txt and the run's config.json (run_dir names them).
+Assets: class_names.txt, train_counts.txt, the run's config.json and serving_limits.json
+(run_dir names them). serving_default refuses, before decoding, a request of more than
+max_request_images images and an image whose header declares more than max_image_pixels
+pixels (Pillow's default limit unless --max_image_pixels says otherwise): InvalidArgument
+naming the limit and the image's size; the next request is served.
 """
 
 from __future__ import annotations
@@ -20,17 +24,20 @@ import tensorflow as tf
 
 from cbd_tf import config as config_lib
 from cbd_tf import run_dir
-from cbd_tf.data import augment
+from cbd_tf.data import augment, image_header
 
 
 class ServingModule(tf.Module):
   """What the SavedModel holds: the classifier, its class names and its serving functions."""
 
   def __init__(self, classifier, class_names, data: config_lib.DataConfig, top_k: int,
-               asset_dir: str):
+               asset_dir: str, max_image_pixels: int, max_request_images: int):
     super().__init__()
     self.classifier = classifier
     self.data = data
+    self.max_image_pixels = tf.constant(max_image_pixels, tf.int64)
+    self.max_request_images = tf.constant(max_request_images, tf.int64)
+    self.limits_file = tf.saved_model.Asset(os.path.join(asset_dir, run_dir.SERVING_ASSET))
     self.top_k = min(top_k, len(class_names))
     self._class_names = tf.constant(list(class_names))
     self.class_names_file = tf.saved_model.Asset(
@@ -47,8 +54,15 @@ class ServingModule(tf.Module):
         input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="images")])
 
   def _decode(self, image_bytes):
-    # The evaluation pipeline's decode and preprocessing. An undecodable image raises
-    # InvalidArgument: that request fails, the server goes on.
+    # The evaluation pipeline's decode and preprocessing, after the header's size is checked
+    # against the limit. An undecodable or oversized image raises InvalidArgument: that
+    # request fails, the server goes on.
+    height, width = tf.unstack(image_header.declared_size(image_bytes))
+    check = tf.debugging.Assert(height * width <= self.max_image_pixels, [
+        "image of", height, "x", width, "pixels is over the limit of",
+        self.max_image_pixels, "pixels (--max_image_pixels at export)"], summarize=8)
+    with tf.control_dependencies([check]):
+      image_bytes = tf.identity(image_bytes)
     return augment.preprocess_eval(augment.decode_image(image_bytes), self.data)
 
   def _outputs(self, images):
@@ -60,6 +74,12 @@ class ServingModule(tf.Module):
 
   def _serve_image_bytes(self, image_bytes):
     size = self.data.image_size
+    count = tf.size(image_bytes, out_type=tf.int64)
+    check = tf.debugging.Assert(count <= self.max_request_images, [
+        "a request of", count, "images is over the limit of",
+        self.max_request_images, "images (--max_request_images at export)"])
+    with tf.control_dependencies([check]):
+      image_bytes = tf.identity(image_bytes)
     images = tf.map_fn(self._decode, image_bytes,
                        fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
     return self._outputs(images)[0]
@@ -84,7 +104,10 @@ def export_saved_model(classifier, export_dir: str, class_names, train_counts,
     with open(os.path.join(asset_dir, run_dir.TRAIN_COUNTS_ASSET), "w") as f:
       f.write("".join(f"{int(count)}\n" for count in train_counts))
     config.save(os.path.join(asset_dir, run_dir.CONFIG_ASSET))
-    module = ServingModule(classifier, class_names, config.data, top_k, asset_dir)
+    limits = {"max_image_pixels": config.output.max_image_pixels,
+              "max_request_images": config.output.max_request_images}
+    run_dir.write_json(os.path.join(asset_dir, run_dir.SERVING_ASSET), limits)
+    module = ServingModule(classifier, class_names, config.data, top_k, asset_dir, **limits)
     model_dir = os.path.join(staging, "saved_model")
     tf.saved_model.save(module, model_dir, signatures={
         "serving_default": module.serve_image_bytes,
@@ -113,11 +136,18 @@ def read_export_assets(export_dir: str) -> tuple[list[str], list[int], config_li
       os.path.join(assets, run_dir.CONFIG_ASSET))
 
 
-def export_run(directory: str, export_dir: str, top_k: int = 5) -> str:
-  """Exports the classifier of the finished run `directory`; returns the export's path."""
+def export_run(directory: str, export_dir: str, top_k: int = 5,
+               max_image_pixels: int = config_lib.OutputConfig.max_image_pixels,
+               max_request_images: int = config_lib.OutputConfig.max_request_images) -> str:
+  """Exports the classifier of the finished run `directory` with these serving limits;
+  returns the export's path."""
   run_dir.check_trained(directory)
-  if top_k < 1:
-    raise ValueError(f"--top_k must be >= 1, got {top_k}")
+  for name, value in (("top_k", top_k), ("max_image_pixels", max_image_pixels),
+                      ("max_request_images", max_request_images)):
+    if value < 1:
+      raise ValueError(f"--{name} must be >= 1, got {value}")
   model, config = run_dir.load_classifier(directory)
+  config = config.replace(output={"max_image_pixels": max_image_pixels,
+                                  "max_request_images": max_request_images})
   class_names, train_counts = run_dir.read_classes(directory)
   return export_saved_model(model, export_dir, class_names, train_counts, config, top_k)

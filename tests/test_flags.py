@@ -58,6 +58,8 @@ CLI_FLAGS = [
     ("loss", "string", "ce"),
     ("lr_schedule", "string", "cosine"),
     ("manual_dir", "string", ""),
+    ("max_image_pixels", "integer", 89_478_485),
+    ("max_request_images", "integer", 64),
     ("mixed_precision", "string", ""),
     ("momentum", "float", 0.9),
     ("momentum_update", "string", "keras"),

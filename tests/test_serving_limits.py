@@ -1,0 +1,109 @@
+"""What a served model does with bytes it did not make: the size each format declares in
+its header, read before decoding; images over the export's pixel limit and requests over
+its image count refused with a message naming the limit, the next request served."""
+
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cbd_tf import config as config_lib
+from cbd_tf import serving
+from cbd_tf.data import image_header
+from tests import fakes, helpers
+
+
+def webp_bytes(rgb, **options):
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  encoded = io.BytesIO()
+  Image.fromarray(rgb).save(encoded, "WEBP", **options)
+  return encoded.getvalue()
+
+
+def bomb_jpeg(height=20_000, width=20_000) -> bytes:
+  """A small JPEG whose SOF0 marker declares height x width (as a 4.7 MB grey picture of
+  that size would): decoding it would allocate height * width * 3 bytes."""
+  jpeg = fakes.image_bytes("jpeg", size=(16, 16))
+  sof = jpeg.index(b"\xff\xc0")
+  return (jpeg[:sof + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big")
+          + jpeg[sof + 9:])
+
+
+def encoded_images():
+  rgb = np.random.default_rng(0).integers(0, 256, size=(11, 17, 3), dtype=np.uint8)
+  images = {kind: fakes.image_bytes(kind, size=(11, 17))
+            for kind in ("png", "jpeg", "gray_png", "rgba_png", "png16", "gif", "bmp")}
+  images.update({"webp_lossless": webp_bytes(rgb, lossless=True),
+                 "webp_lossy": webp_bytes(rgb, quality=80),
+                 "webp_extended": webp_bytes(rgb, quality=80, exif=b"Exif\0\0cbd")})
+  return images
+
+
+@pytest.mark.parametrize("kind", sorted(encoded_images()))
+def test_declared_size_is_the_decoded_size_for_every_format(kind):
+  contents = encoded_images()[kind]
+  decoded = tf.io.decode_image(contents, expand_animations=False)
+  assert image_header.declared_size(tf.constant(contents)).numpy().tolist() == list(
+      decoded.shape[:2])
+
+
+def test_declared_size_reads_the_header_only():
+  assert image_header.declared_size(tf.constant(bomb_jpeg())).numpy().tolist() == [20_000, 20_000]
+  for broken in (b"", b"not an image", fakes.image_bytes("corrupt_png")[:10]):
+    assert image_header.declared_size(tf.constant(broken)).numpy().tolist() in ([0, 0], [0, 10])
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+  """A tiny classifier exported with small limits (600 pixels, 2 images) and with the
+  defaults: {name: (serving_default, export directory)}."""
+  root = tmp_path_factory.mktemp("exports")
+  model = helpers.tiny_classifier(num_classes=4, image_size=16)
+  loaded = {}
+  for name, output in (("small", {"max_image_pixels": 600, "max_request_images": 2}),
+                       ("default", {})):
+    config = config_lib.Config(workdir=str(root), data=config_lib.DataConfig(
+        image_size=16, eval_crop_fraction=1.0)).replace(output=output)
+    directory = serving.export_saved_model(model, str(root / name), list("abcd"), [9, 5, 2, 1],
+                                           config)
+    loaded[name] = (tf.saved_model.load(directory).signatures["serving_default"], directory)
+  return loaded
+
+
+def serve(signature, *images):
+  return signature(image_bytes=tf.constant(list(images)))
+
+
+def test_image_over_the_pixel_limit_is_refused_naming_limit_and_size(exports):
+  signature, directory = exports["small"]
+  small = fakes.image_bytes("png", size=(20, 20))  # 400 pixels
+  assert serve(signature, small)["probabilities"].shape == (1, 4)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"image of\] \[30\] \[x\] \[30\] \[pixels is over the limit "
+                           r"of\] \[600\] \[pixels \(--max_image_pixels at export\)"):
+    serve(signature, small, fakes.image_bytes("png", size=(30, 30)))
+  assert serve(signature, small)["probabilities"].shape == (1, 4)  # the next is served
+  with open(os.path.join(directory, "assets", "serving_limits.json")) as f:
+    assert json.load(f) == {"max_image_pixels": 600, "max_request_images": 2}
+
+
+def test_request_over_the_image_limit_is_refused(exports):
+  signature, _ = exports["small"]
+  small = fakes.image_bytes("jpeg", size=(12, 12))
+  assert serve(signature, small, small)["top_k_labels"].shape[0] == 2
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"a request of\] \[3\] \[images is over the limit of\] \[2\] "
+                           r"\[images \(--max_request_images at export\)"):
+    serve(signature, small, small, small)
+  assert serve(signature, small)["probabilities"].shape == (1, 4)
+
+
+def test_decompression_bomb_is_refused_before_it_is_decoded(exports):
+  signature, _ = exports["default"]
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"\[20000\] \[x\] \[20000\] .*limit of\] \[89478485\]"):
+    serve(signature, bomb_jpeg())
+  assert serve(signature, fakes.image_bytes("bmp"))["probabilities"].shape == (1, 4)
