@@ -18,6 +18,8 @@ A run directory:
                      teacher / student runs on a keras_hub backbone: the preset's weights
                      the run started from (pretrained.py)
   preset_teachers/   a student's keras_hub teachers, each NAME.json + NAME.weights.h5
+  serving_warmup_images.tfrecord
+                     a few encoded evaluation images, replayed by TF Serving at load
   writer.lock        pid and host of the process training here, while it does (run_lock.py)
   checkpoints/       the training state, for resuming (resume.py)
   tensorboard/       train/* and val/* scalars, profiles (callbacks.py)
@@ -29,7 +31,8 @@ report.png. A data cache (--data_cache_dir) lists the image files it skipped in
 skipped_files.txt (data/source_cache.py names it: the data layer imports nothing above it).
 
 An export (serving.py): saved_model.pb, and under assets/ class_names.txt,
-train_counts.txt, the run's config.json and serving_limits.json.
+train_counts.txt, the run's config.json and serving_limits.json; under assets.extra/
+TF Serving's tf_serving_warmup_requests.
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ REPORT_PNG = "report.png"
 # Written beside its final name, then renamed, so a reader never sees half a file.
 PARTIAL_PREFIX = "partial."
 
+# A few encoded images of the evaluation split, for TF Serving's warm-up record
+# (serving_warmup.py).
+WARMUP_IMAGES = "serving_warmup_images.tfrecord"
 # The process training in the directory (run_lock.py).
 WRITER_LOCK = "writer.lock"
 

@@ -20,10 +20,13 @@ import os
 import shutil
 import tempfile
 
+from typing import Sequence
+
 import tensorflow as tf
+from absl import logging
 
 from cbd_tf import config as config_lib
-from cbd_tf import run_dir
+from cbd_tf import run_dir, serving_warmup
 from cbd_tf.data import augment, image_header
 
 
@@ -90,8 +93,10 @@ class ServingModule(tf.Module):
 
 
 def export_saved_model(classifier, export_dir: str, class_names, train_counts,
-                       config: config_lib.Config, top_k: int = 5) -> str:
-  """Writes the SavedModel to `export_dir` (replacing it atomically) and returns the path."""
+                       config: config_lib.Config, top_k: int = 5,
+                       warmup_images: Sequence[bytes] = ()) -> str:
+  """Writes the SavedModel to `export_dir` (replacing it atomically) and returns the path.
+  `warmup_images` (encoded) make TF Serving's warm-up record (serving_warmup.py)."""
   if top_k < 1:
     raise ValueError(f"top_k must be >= 1, got {top_k}")
   parent = os.path.dirname(os.path.abspath(export_dir))
@@ -113,6 +118,10 @@ def export_saved_model(classifier, export_dir: str, class_names, train_counts,
         "serving_default": module.serve_image_bytes,
         "predict_images": module.predict_images,
     })
+    if warmup_images:
+      serving_warmup.write_warmup(model_dir, list(warmup_images))
+    else:
+      logging.warning("no warm-up images: %s has no TF Serving warm-up record", export_dir)
     if os.path.exists(export_dir):
       shutil.rmtree(export_dir)
     os.replace(model_dir, export_dir)
@@ -150,4 +159,5 @@ def export_run(directory: str, export_dir: str, top_k: int = 5,
   config = config.replace(output={"max_image_pixels": max_image_pixels,
                                   "max_request_images": max_request_images})
   class_names, train_counts = run_dir.read_classes(directory)
-  return export_saved_model(model, export_dir, class_names, train_counts, config, top_k)
+  return export_saved_model(model, export_dir, class_names, train_counts, config, top_k,
+                            serving_warmup.kept_images(directory))

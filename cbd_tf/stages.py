@@ -21,7 +21,7 @@ from absl import logging
 
 from cbd_tf import config as config_lib
 from cbd_tf import callbacks, evaluation, metrics, report, run_dir, schedules
-from cbd_tf import pretrained, run_lock, serving, teachers, trainers
+from cbd_tf import pretrained, run_lock, serving, serving_warmup, teachers, trainers
 from cbd_tf import distribute, environment, long_tail_losses, optimizers, resume
 from cbd_tf.data import pipeline, sampling, sources
 from cbd_tf.models import backbones
@@ -173,9 +173,12 @@ def _train_stage(config: config_lib.Config, source: sources.Source,
   if selection and chief:
     run_dir.write_json(os.path.join(config.workdir, run_dir.SELECTION), selection)
   run_dir.save_final_weights(classifier, save_dir)
+  if chief:
+    warmup_images = serving_warmup.encoded_images(source.test)
+    serving_warmup.keep_images(warmup_images, config.workdir)
   if config.output.export_dir and chief:
     serving.export_saved_model(classifier, config.output.export_dir, source.class_names,
-                              source.train_counts, config, config.output.top_k)
+                              source.train_counts, config, config.output.top_k, warmup_images)
     logging.info("exported a SavedModel to %s", config.output.export_dir)
   result = evaluation.evaluate_and_save(
       classifier, config, source, write=chief, dropped_train_examples=dropped)

@@ -31,7 +31,7 @@ def test_requirements_install_one_tensorflow_build():
   # it would be a second build over the same files.
   dependencies = pyproject()["project"]["dependencies"]
   assert [r for r in dependencies if r.startswith("tensorflow")] == [
-      "tensorflow==2.21.0", "tensorflow-datasets==4.9.10"]
+      "tensorflow==2.21.0", "tensorflow-serving-api==2.21.0", "tensorflow-datasets==4.9.10"]
   assert "keras-hub==0.32.0" in dependencies
   assert requirement_lines("requirements.txt") == []  # only `-e .[test]`
   with open(os.path.join(helpers.ROOT, "requirements.txt")) as f:

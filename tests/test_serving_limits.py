@@ -1,6 +1,7 @@
 """What a served model does with bytes it did not make: the size each format declares in
 its header, read before decoding; images over the export's pixel limit and requests over
-its image count refused with a message naming the limit, the next request served."""
+its image count refused with a message naming the limit, the next request served. And TF
+Serving's warm-up record, read back as PredictionLog protos and replayed."""
 
 import io
 import json
@@ -11,8 +12,9 @@ import pytest
 import tensorflow as tf
 
 from cbd_tf import config as config_lib
-from cbd_tf import serving
+from cbd_tf import serving, serving_warmup
 from cbd_tf.data import image_header
+from cbd_tf.data.source_types import Split
 from tests import fakes, helpers
 
 
@@ -67,8 +69,11 @@ def exports(tmp_path_factory):
                        ("default", {})):
     config = config_lib.Config(workdir=str(root), data=config_lib.DataConfig(
         image_size=16, eval_crop_fraction=1.0)).replace(output=output)
+    warmup = serving_warmup.encoded_images(Split(
+        np.random.default_rng(1).integers(0, 256, (5, 20, 20, 1), dtype=np.uint8),
+        np.zeros(5, np.int64)))
     directory = serving.export_saved_model(model, str(root / name), list("abcd"), [9, 5, 2, 1],
-                                           config)
+                                           config, warmup_images=warmup)
     loaded[name] = (tf.saved_model.load(directory).signatures["serving_default"], directory)
   return loaded
 
@@ -107,3 +112,29 @@ def test_decompression_bomb_is_refused_before_it_is_decoded(exports):
                      match=r"\[20000\] \[x\] \[20000\] .*limit of\] \[89478485\]"):
     serve(signature, bomb_jpeg())
   assert serve(signature, fakes.image_bytes("bmp"))["probabilities"].shape == (1, 4)
+
+
+def test_warmup_record_holds_serving_default_requests_that_replay(exports):
+  from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
+  signature, directory = exports["default"]
+  path = os.path.join(directory, "assets.extra", "tf_serving_warmup_requests")
+  logs = [prediction_log_pb2.PredictionLog.FromString(record.numpy())
+          for record in tf.data.TFRecordDataset(path)]
+  assert [len(log.predict_log.request.inputs["image_bytes"].string_val) for log in logs] == [1, 3]
+  for log in logs:
+    request = log.predict_log.request
+    assert request.model_spec.signature_name == "serving_default"
+    images = tf.make_ndarray(request.inputs["image_bytes"])
+    assert tf.io.decode_png(images[0]).shape == (20, 20, 3)  # a real image of the data
+    outputs = signature(image_bytes=tf.constant(images))
+    assert outputs["probabilities"].shape == (len(images), 4)
+
+
+def test_run_keeps_warmup_images_for_later_exports(tmp_path):
+  paths = [fakes.write_file(tmp_path / f"{i}.jpg", fakes.image_bytes("jpeg", seed=i))
+           for i in range(4)]
+  images = serving_warmup.encoded_images(Split.from_files(paths, [0, 1, 2, 3]))
+  assert images == [open(p, "rb").read() for p in paths[:3]]  # the files, as they are
+  serving_warmup.keep_images(images, str(tmp_path))
+  assert serving_warmup.kept_images(str(tmp_path)) == images
+  assert serving_warmup.kept_images(str(tmp_path / "elsewhere")) == []
