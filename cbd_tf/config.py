@@ -26,6 +26,8 @@ STAGES = ("teacher", "student", "pipeline") + DECOUPLED_STAGES
 # Learning-rate schedules (cbd_tf/schedules.py) and the warmup each uses when
 # --warmup_epochs is negative: none in the CBD recipe, 5 epochs in LDAM-DRW's step recipe.
 LR_SCHEDULES = ("cosine", "step")
+# --posthoc_tau=val: tau chosen on the validation split (evaluation.posthoc_tau).
+POSTHOC_TAU_ON_VAL = "val"
 # SGD's momentum update (cbd_tf/optimizers.py).
 MOMENTUM_UPDATES = ("keras", "official")
 DEFAULT_WARMUP_EPOCHS = {"cosine": 0.0, "step": 5.0}

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from cbd_tf.config import (
     AUGMENTATIONS, DECOUPLED_BATCHNORM, DECOUPLED_STAGES, HEADS, LOSSES, LR_SCHEDULES,
-    MIXED_PRECISION, MOMENTUM_UPDATES, NCM_DISTANCES, NCM_FEATURES, PRESET_PREFIX, SAMPLING_METHODS, STAGE_EPOCHS, STAGES,
+    MIXED_PRECISION, MOMENTUM_UPDATES, NCM_DISTANCES, NCM_FEATURES, POSTHOC_TAU_ON_VAL,
+    PRESET_PREFIX, SAMPLING_METHODS, STAGE_EPOCHS, STAGES,
     STRATEGIES, Config, check, teacher_run_name)
 
 
@@ -114,6 +115,9 @@ def check_config(config: Config) -> None:
         f"must be in [0, 1), got {config.long_tail.class_balanced_focal_beta}")
   check(config.long_tail.class_balanced_focal_gamma >= 0, "class_balanced_focal_gamma "
         f"must be >= 0, got {config.long_tail.class_balanced_focal_gamma}")
+  check(str(config.long_tail.posthoc_tau) == POSTHOC_TAU_ON_VAL or _non_negative_number(
+      config.long_tail.posthoc_tau), f"posthoc_tau must be a number >= 0 or "
+        f"{POSTHOC_TAU_ON_VAL}, got {config.long_tail.posthoc_tau!r}")
   check(config.long_tail.tau is None or config.long_tail.tau >= 0,
         f"tau must be >= 0, got {config.long_tail.tau}")
   check(config.long_tail.decoupled_batchnorm in DECOUPLED_BATCHNORM,
@@ -135,3 +139,10 @@ def check_config(config: Config) -> None:
     names = [teacher_run_name(spec) for spec in config.distill.teacher_specs]
     check(len(set(names)) == len(names),
           f"--teacher_specs repeats a teacher: {','.join(config.distill.teacher_specs)}")
+
+
+def _non_negative_number(value) -> bool:
+  try:
+    return float(value) >= 0
+  except (TypeError, ValueError):
+    return False

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from cbd_tf import config as config_lib
-from cbd_tf import long_tail_losses, metrics, report, run_dir, serving
+from cbd_tf import decoupled, long_tail_losses, metrics, report, run_dir, serving
 from cbd_tf.data import pipeline, sources
 
 
@@ -27,8 +28,8 @@ def evaluate_and_save(model, config: config_lib.Config, source: sources.Source,
   `dropped_train_examples`: image files training skipped because they no longer read or
   decoded (since this process started: a resumed run counts from the resume)."""
   # Post-hoc logit adjustment (--posthoc_tau) lives in the config, so reloads repeat it.
-  adjusted = long_tail_losses.posthoc_adjusted(model, source.train_counts,
-                                               config.long_tail.posthoc_tau)
+  tau, choice = posthoc_tau(model, config, source)
+  adjusted = long_tail_losses.posthoc_adjusted(model, source.train_counts, tau)
   result = metrics.evaluate_model(adjusted, pipeline.build_eval_dataset(source.test, config.data),
                                   source.train_counts)
   if source.val is not None:
@@ -36,6 +37,7 @@ def evaluate_and_save(model, config: config_lib.Config, source: sources.Source,
                                  source.train_counts)
     val["num_val"] = val.pop("num_test")
     result["val"] = val
+  result.update(choice)
   # Image files left out because they did not decode (listed in the cache's skipped files).
   result["skipped_images"] = source.num_skipped
   if dropped_train_examples is not None:
@@ -59,6 +61,35 @@ def evaluate_and_save(model, config: config_lib.Config, source: sources.Source,
     rows[f"{config.stage} (val)"] = result["val"]
   print(f"\n{config.workdir}\n{metrics.format_table(rows)}", flush=True)
   return result
+
+
+def posthoc_tau(model, config: config_lib.Config, source: sources.Source) -> tuple[float, dict]:
+  """(tau, what was chosen) of --posthoc_tau: the number given ({}), or for `val` the tau of
+  decoupled.TAU_SWEEP (0, 0.1, ..., 2) whose adjusted logits have the best mean per-class
+  accuracy on the validation split, as the tau-norm sweep chooses ({"posthoc_tau",
+  "posthoc_tau_sweep"}). ValueError if `val` and the data set has no validation split."""
+  value = config.long_tail.posthoc_tau
+  if str(value) != config_lib.POSTHOC_TAU_ON_VAL:
+    return float(value), {}
+  if source.val is None:
+    raise ValueError(f"--posthoc_tau=val picks tau on a validation split, and "
+                     f"{config.data.dataset} has none; give a number")
+  logits, labels = [], []
+  for images, batch_labels in pipeline.build_eval_dataset(source.val, config.data):
+    logits.append(np.asarray(model(images, training=False), np.float64))
+    labels.append(np.asarray(batch_labels))
+  logits, labels = np.concatenate(logits), np.concatenate(labels)
+  prior = long_tail_losses.log_prior(source.train_counts)
+  sweep = {}
+  for tau in decoupled.TAU_SWEEP:
+    adjusted = logits - tau * prior
+    probabilities = np.exp(adjusted - adjusted.max(axis=-1, keepdims=True))
+    probabilities /= probabilities.sum(axis=-1, keepdims=True)
+    sweep[tau] = metrics.shot_group_accuracy(adjusted.argmax(axis=-1), labels,
+                                             source.train_counts, probabilities.max(axis=-1))
+  tau = decoupled.best_tau(sweep)
+  return tau, {"posthoc_tau": tau, "posthoc_tau_chosen_on": "val", "posthoc_tau_sweep": {
+      f"{t:g}": decoupled.mean_class_accuracy(r) for t, r in sweep.items()}}
 
 
 def matching_source(data: config_lib.DataConfig, train_counts, where: str) -> sources.Source:
@@ -86,6 +117,25 @@ def evaluate_directory(directory: str) -> dict[str, dict]:
   if len(results) > 1:
     print(f"\n{metrics.format_table(results)}")
   return results
+
+
+def export_run(directory: str, export_dir: str, top_k: int = 5,
+               max_image_pixels: int = config_lib.OutputConfig.max_image_pixels,
+               max_request_images: int = config_lib.OutputConfig.max_request_images,
+               tau_setting=None) -> str:
+  """serving.export_run with the post-hoc adjustment resolved: `tau_setting` (a number or
+  `val`), or the run's own --posthoc_tau when None. `val` reads the run's data."""
+  config = config_lib.Config.load(os.path.join(directory, run_dir.CONFIG))
+  if tau_setting is not None:
+    config = config.replace(long_tail={"posthoc_tau": str(tau_setting)}).validate()
+  if str(config.long_tail.posthoc_tau) == config_lib.POSTHOC_TAU_ON_VAL:
+    model, _ = run_dir.load_classifier(directory)
+    source = matching_source(config.data, run_dir.read_classes(directory)[1], directory)
+    tau, _ = posthoc_tau(model, config, source)
+  else:
+    tau = float(config.long_tail.posthoc_tau)
+  return serving.export_run(directory, export_dir, top_k, max_image_pixels, max_request_images,
+                            posthoc_tau=tau)
 
 
 def evaluate_saved_model(export_dir: str) -> dict:

@@ -1,7 +1,10 @@
 """SavedModel export of a finished run's inference model, for TF Serving (serving.py).
 
   python -m cbd_tf.export --workdir=RUN_DIR --output=EXPORT_DIR [--top_k=5]
-      [--max_image_pixels=89478485] [--max_request_images=64]
+      [--max_image_pixels=89478485] [--max_request_images=64] [--posthoc_tau=T|val]
+
+--posthoc_tau bakes logits - tau * log prior (Menon et al.) into the served probabilities
+(default: the run's own setting); val picks tau on the validation split.
 
 The export holds the classifier only: no teacher, no optimiser state. Its signatures
 (serving_default on image bytes, predict_images on preprocessed images) and assets are
@@ -14,7 +17,7 @@ import sys
 
 from absl import app
 
-from cbd_tf import flags, serving
+from cbd_tf import evaluation, flags
 
 
 def main(argv: list[str]) -> None:
@@ -23,8 +26,10 @@ def main(argv: list[str]) -> None:
   if not values.workdir or not values.output:
     sys.exit("cbd_tf.export: error: --workdir=RUN_DIR and --output=EXPORT_DIR are required")
   try:
-    print(serving.export_run(values.workdir, values.output, values.top_k,
-                             values.max_image_pixels, values.max_request_images))
+    print(evaluation.export_run(
+        values.workdir, values.output, values.top_k, values.max_image_pixels,
+        values.max_request_images,
+        values.posthoc_tau if values["posthoc_tau"].present else None))
   except ValueError as error:
     sys.exit(f"cbd_tf.export: error: {error}")
 

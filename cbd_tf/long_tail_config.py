@@ -54,9 +54,11 @@ class LongTailConfig:
   drw_epoch: int = setting(
       -1, "drw_epoch", "Epoch at which --loss=ldam turns on class-balanced weights; negative: "
       "4/5 of --epochs; >= --epochs: never.")
-  posthoc_tau: float = setting(
-      0.0, "posthoc_tau",
-      "Evaluation subtracts posthoc_tau * log(class prior) from the logits.")
+  # A number or "val" (a float from the Python API is a number too).
+  posthoc_tau: str = setting(
+      "0", "posthoc_tau", "Post-hoc logit adjustment (Menon et al.): evaluation and an export "
+      "subtract tau * log(class prior) from the logits. A number, or val: the tau of 0, 0.1, "
+      "..., 2 with the best mean per-class accuracy on the validation split.")
   backbone_from: str = setting(
       "", "backbone_from",
       "Finished teacher or student run whose backbone a decoupled stage keeps.")

@@ -31,7 +31,7 @@ report.png. A data cache (--data_cache_dir) lists the image files it skipped in
 skipped_files.txt (data/source_cache.py names it: the data layer imports nothing above it).
 
 An export (serving.py): saved_model.pb, and under assets/ class_names.txt,
-train_counts.txt, the run's config.json and serving_limits.json; under assets.extra/
+train_counts.txt, the run's config.json and serving.json; under assets.extra/
 TF Serving's tf_serving_warmup_requests.
 """
 
@@ -86,7 +86,7 @@ EXPORT_ASSETS = "assets"
 CLASS_NAMES_ASSET = "class_names.txt"
 TRAIN_COUNTS_ASSET = "train_counts.txt"
 CONFIG_ASSET = CONFIG
-SERVING_ASSET = "serving_limits.json"
+SERVING_ASSET = "serving.json"
 
 # How check_finished_run names a run of each role: (the directory, the run it would serve).
 _ROLES = {"teacher": ("teacher {!r}", "the student"),

@@ -7,8 +7,10 @@ no optimiser state. Signatures:
   predict_images(images: float32 [N, S, S, 3]) images already preprocessed, values in [0, 1]
 Both return probabilities [N, C], top_k_classes [N, k], top_k_scores [N, k] and
 top_k_labels [N, k] (class names); predict_images also returns features [N, D].
-Assets: class_names.txt, train_counts.txt, the run's config.json and serving_limits.json
-(run_dir names them). serving_default refuses, before decoding, a request of more than
+Probabilities are softmax(logits - posthoc_tau * log prior): the run's post-hoc logit
+adjustment (Menon et al.), 0 unless asked for. Assets: class_names.txt, train_counts.txt,
+the run's config.json (posthoc_tau as baked) and serving.json (the limits below and
+posthoc_tau) (run_dir names them). serving_default refuses, before decoding, a request of more than
 max_request_images images and an image whose header declares more than max_image_pixels
 pixels (Pillow's default limit unless --max_image_pixels says otherwise): InvalidArgument
 naming the limit and the image's size; the next request is served.
@@ -26,7 +28,7 @@ import tensorflow as tf
 from absl import logging
 
 from cbd_tf import config as config_lib
-from cbd_tf import run_dir, serving_warmup
+from cbd_tf import long_tail_losses, run_dir, serving_warmup
 from cbd_tf.data import augment, image_header
 
 
@@ -34,9 +36,11 @@ class ServingModule(tf.Module):
   """What the SavedModel holds: the classifier, its class names and its serving functions."""
 
   def __init__(self, classifier, class_names, data: config_lib.DataConfig, top_k: int,
-               asset_dir: str, max_image_pixels: int, max_request_images: int):
+               asset_dir: str, max_image_pixels: int, max_request_images: int,
+               logit_offset):
     super().__init__()
     self.classifier = classifier
+    self.logit_offset = tf.constant(logit_offset, tf.float32)
     self.data = data
     self.max_image_pixels = tf.constant(max_image_pixels, tf.int64)
     self.max_request_images = tf.constant(max_request_images, tf.int64)
@@ -70,7 +74,7 @@ class ServingModule(tf.Module):
 
   def _outputs(self, images):
     logits, features = self.classifier.call_with_features(images, training=False)
-    probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+    probabilities = tf.nn.softmax(tf.cast(logits, tf.float32) - self.logit_offset, axis=-1)
     scores, classes = tf.math.top_k(probabilities, k=self.top_k)
     return {"probabilities": probabilities, "top_k_classes": classes, "top_k_scores": scores,
             "top_k_labels": tf.gather(self._class_names, classes)}, features
@@ -94,9 +98,10 @@ class ServingModule(tf.Module):
 
 def export_saved_model(classifier, export_dir: str, class_names, train_counts,
                        config: config_lib.Config, top_k: int = 5,
-                       warmup_images: Sequence[bytes] = ()) -> str:
+                       warmup_images: Sequence[bytes] = (), posthoc_tau: float = 0.0) -> str:
   """Writes the SavedModel to `export_dir` (replacing it atomically) and returns the path.
-  `warmup_images` (encoded) make TF Serving's warm-up record (serving_warmup.py)."""
+  `warmup_images` (encoded) make TF Serving's warm-up record (serving_warmup.py);
+  `posthoc_tau` bakes Menon et al.'s logits - tau * log prior into the probabilities."""
   if top_k < 1:
     raise ValueError(f"top_k must be >= 1, got {top_k}")
   parent = os.path.dirname(os.path.abspath(export_dir))
@@ -108,11 +113,14 @@ def export_saved_model(classifier, export_dir: str, class_names, train_counts,
       f.write("".join(f"{name}\n" for name in class_names))
     with open(os.path.join(asset_dir, run_dir.TRAIN_COUNTS_ASSET), "w") as f:
       f.write("".join(f"{int(count)}\n" for count in train_counts))
-    config.save(os.path.join(asset_dir, run_dir.CONFIG_ASSET))
+    config.replace(long_tail={"posthoc_tau": f"{posthoc_tau:g}"}).save(
+        os.path.join(asset_dir, run_dir.CONFIG_ASSET))
     limits = {"max_image_pixels": config.output.max_image_pixels,
               "max_request_images": config.output.max_request_images}
-    run_dir.write_json(os.path.join(asset_dir, run_dir.SERVING_ASSET), limits)
-    module = ServingModule(classifier, class_names, config.data, top_k, asset_dir, **limits)
+    run_dir.write_json(os.path.join(asset_dir, run_dir.SERVING_ASSET),
+                       {**limits, "posthoc_tau": posthoc_tau})
+    module = ServingModule(classifier, class_names, config.data, top_k, asset_dir, **limits,
+                           logit_offset=posthoc_tau * long_tail_losses.log_prior(train_counts))
     model_dir = os.path.join(staging, "saved_model")
     tf.saved_model.save(module, model_dir, signatures={
         "serving_default": module.serve_image_bytes,
@@ -147,9 +155,10 @@ def read_export_assets(export_dir: str) -> tuple[list[str], list[int], config_li
 
 def export_run(directory: str, export_dir: str, top_k: int = 5,
                max_image_pixels: int = config_lib.OutputConfig.max_image_pixels,
-               max_request_images: int = config_lib.OutputConfig.max_request_images) -> str:
-  """Exports the classifier of the finished run `directory` with these serving limits;
-  returns the export's path."""
+               max_request_images: int = config_lib.OutputConfig.max_request_images,
+               posthoc_tau: float = 0.0) -> str:
+  """Exports the classifier of the finished run `directory` with these serving limits and
+  post-hoc adjustment (evaluation.export_run resolves --posthoc_tau); returns the path."""
   run_dir.check_trained(directory)
   for name, value in (("top_k", top_k), ("max_image_pixels", max_image_pixels),
                       ("max_request_images", max_request_images)):
@@ -160,4 +169,4 @@ def export_run(directory: str, export_dir: str, top_k: int = 5,
                                   "max_request_images": max_request_images})
   class_names, train_counts = run_dir.read_classes(directory)
   return export_saved_model(model, export_dir, class_names, train_counts, config, top_k,
-                            serving_warmup.kept_images(directory))
+                            serving_warmup.kept_images(directory), posthoc_tau)

@@ -177,8 +177,10 @@ def _train_stage(config: config_lib.Config, source: sources.Source,
     warmup_images = serving_warmup.encoded_images(source.test)
     serving_warmup.keep_images(warmup_images, config.workdir)
   if config.output.export_dir and chief:
+    tau, _ = evaluation.posthoc_tau(classifier, config, source)
     serving.export_saved_model(classifier, config.output.export_dir, source.class_names,
-                              source.train_counts, config, config.output.top_k, warmup_images)
+                              source.train_counts, config, config.output.top_k, warmup_images,
+                              tau)
     logging.info("exported a SavedModel to %s", config.output.export_dir)
   result = evaluation.evaluate_and_save(
       classifier, config, source, write=chief, dropped_train_examples=dropped)

@@ -63,7 +63,7 @@ def test_posthoc_run_reevaluates_the_trained_model(compare, tmp_path, monkeypatc
   target = tmp_path / "la_posthoc"
   compare._reevaluate(str(trained), str(target), ["--posthoc_tau=1"])
   saved = config_lib.Config.load(str(target / run_dir.CONFIG))
-  assert saved.long_tail.posthoc_tau == 1.0 and saved.workdir == str(target)
+  assert float(saved.long_tail.posthoc_tau) == 1.0 and saved.workdir == str(target)
   assert (target / run_dir.FINAL_WEIGHTS).read_text() == run_dir.FINAL_WEIGHTS
   assert calls == [("cbd_tf.evaluate", [f"--workdir={target}"])]
   with pytest.raises(ValueError, match="posthoc_tau only"):

@@ -67,7 +67,7 @@ CLI_FLAGS = [
     ("ncm_features", "string", "cl2n"),
     ("num_classes", "integer", 0),
     ("output", "string", None),
-    ("posthoc_tau", "float", 0.0),
+    ("posthoc_tau", "string", "0"),
     ("profile_batches", "list", []),
     ("randaugment", "bool", False),
     ("randaugment_magnitude", "float", 9.0),

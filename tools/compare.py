@@ -217,7 +217,7 @@ def _reevaluate(trained_dir: str, workdir: str, flags: list[str]) -> None:
   for name in (run_dir.CLASSES, run_dir.FINAL_WEIGHTS):
     shutil.copy(os.path.join(trained_dir, name), os.path.join(workdir, name))
   config = config_lib.Config.load(os.path.join(trained_dir, run_dir.CONFIG)).replace(
-      workdir=workdir, long_tail={"posthoc_tau": float(changes["posthoc_tau"])})
+      workdir=workdir, long_tail={"posthoc_tau": changes["posthoc_tau"]})
   config.save(os.path.join(workdir, run_dir.CONFIG))
   _run_module("cbd_tf.evaluate", [f"--workdir={workdir}"])
 

@@ -1,4 +1,4 @@
-"""What a served model does with bytes it did not make: the size each format declares in
+"""Exports as TF Serving meets them. What a served model does with bytes it did not make: the size each format declares in
 its header, read before decoding; images over the export's pixel limit and requests over
 its image count refused with a message naming the limit, the next request served. And TF
 Serving's warm-up record, read back as PredictionLog protos and replayed."""
@@ -91,8 +91,9 @@ def test_image_over_the_pixel_limit_is_refused_naming_limit_and_size(exports):
                            r"of\] \[600\] \[pixels \(--max_image_pixels at export\)"):
     serve(signature, small, fakes.image_bytes("png", size=(30, 30)))
   assert serve(signature, small)["probabilities"].shape == (1, 4)  # the next is served
-  with open(os.path.join(directory, "assets", "serving_limits.json")) as f:
-    assert json.load(f) == {"max_image_pixels": 600, "max_request_images": 2}
+  with open(os.path.join(directory, "assets", "serving.json")) as f:
+    assert json.load(f) == {"max_image_pixels": 600, "max_request_images": 2,
+                            "posthoc_tau": 0.0}
 
 
 def test_request_over_the_image_limit_is_refused(exports):
@@ -138,3 +139,49 @@ def test_run_keeps_warmup_images_for_later_exports(tmp_path):
   serving_warmup.keep_images(images, str(tmp_path))
   assert serving_warmup.kept_images(str(tmp_path)) == images
   assert serving_warmup.kept_images(str(tmp_path / "elsewhere")) == []
+
+
+def test_export_bakes_the_posthoc_adjustment_into_the_probabilities(tmp_path):
+  # Menon et al.: logits - tau * log prior, the prior from the run's training counts.
+  model = helpers.tiny_classifier(num_classes=4, image_size=16)
+  counts = [40, 10, 4, 1]
+  config = config_lib.Config(workdir=str(tmp_path), data=config_lib.DataConfig(image_size=16))
+  directory = serving.export_saved_model(model, str(tmp_path / "export"), list("abcd"), counts,
+                                         config, posthoc_tau=1.5)
+  images, _ = helpers.tiny_batch(batch_size=5, image_size=16)
+  served = tf.saved_model.load(directory).signatures["predict_images"](images=tf.constant(images))
+  prior = np.log(np.array(counts) / np.sum(counts))
+  expected = tf.nn.softmax(np.asarray(model(images), np.float64) - 1.5 * prior).numpy()
+  np.testing.assert_allclose(served["probabilities"].numpy(), expected, rtol=1e-4, atol=1e-6)
+  with open(os.path.join(directory, "assets", "serving.json")) as f:
+    assert json.load(f)["posthoc_tau"] == 1.5
+
+
+@pytest.mark.slow
+def test_posthoc_tau_val_is_chosen_on_validation_and_the_export_evaluates_as_the_model(tmp_path):
+  from cbd_tf import evaluation, run_dir, stages  # pylint: disable=import-outside-toplevel
+  config = helpers.config_from_argv(
+      "--flagfile=configs/smoke.flags", "--stage=teacher", "--dataset=mnist_pairs_lt",
+      "--eval_every_epochs=0", "--posthoc_tau=val", f"--workdir={tmp_path / 'run'}")
+  trained = stages.run(config)
+  # The sweep, written out: logits on the validation split minus tau * log prior for tau in
+  # 0, 0.1, ..., 2; the best mean per-class accuracy (ties: the smaller tau).
+  model, _ = run_dir.load_classifier(config.workdir)
+  source = evaluation.matching_source(config.data, run_dir.read_classes(config.workdir)[1], "")
+  from cbd_tf.data import pipeline  # pylint: disable=import-outside-toplevel
+  batches = list(pipeline.build_eval_dataset(source.val, config.data))
+  logits = np.concatenate([np.asarray(model(x)) for x, _ in batches])
+  labels = np.concatenate([np.asarray(y) for _, y in batches])
+  prior = np.log(source.train_counts / source.train_counts.sum())
+  def mean_class_accuracy(tau):
+    predicted = (logits - tau * prior).argmax(axis=-1)
+    return np.mean([np.mean(predicted[labels == c] == c) for c in np.unique(labels)])
+  taus = [round(0.1 * step, 1) for step in range(21)]
+  scores = [mean_class_accuracy(tau) for tau in taus]
+  assert trained["posthoc_tau"] == taus[int(np.argmax(scores))]
+  export = evaluation.export_run(config.workdir, str(tmp_path / "export"))
+  with open(os.path.join(export, "assets", "serving.json")) as f:
+    assert json.load(f)["posthoc_tau"] == trained["posthoc_tau"]
+  served = evaluation.evaluate_saved_model(export)
+  assert served["top1"] == pytest.approx(trained["top1"])
+  assert served["per_class"] == pytest.approx(trained["per_class"])
