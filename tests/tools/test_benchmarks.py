@@ -72,3 +72,13 @@ def test_bench_input_tiny_prints_a_ratio_per_pipeline():
   for row in rows:
     reference, ours, ratio = (cell.strip() for cell in row.split("|")[4:7])
     assert float(reference) > 0 and float(ours) > 0 and float(ratio.rstrip("x")) > 0
+
+
+def test_bench_serving_limits_tiny_refuses_the_bomb_under_the_limit_only():
+  result = run_tool("bench_serving_limits.py", "--tiny")
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [row.split("|") for row in table_rows(result.stdout) if not row.startswith("| export")]
+  assert [(row[1].strip(), row[3].strip().split(":")[0]) for row in rows] == [
+      ("default limit", "served"), ("default limit", "refused"),
+      ("limit above the bomb", "served")]
+  assert "[400] [x] [400]" in rows[1][3] and int(rows[1][5]) > 0
