@@ -185,22 +185,20 @@ def write_keras_hub_preset(directory, family: str, image_size: int = 16, seed: i
   import keras_hub  # pylint: disable=import-outside-toplevel
   keras.utils.set_random_seed(seed)
   size = (image_size, image_size)
+  imagenet = {"scale": [1 / (255 * s) for s in IMAGENET_STD],
+              "offset": [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]}
   if family == "resnet":
     # KerasHub's ResNets need 64 filters in the stem and the first stage.
     backbone = keras_hub.models.ResNetBackbone(
         input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 32],
         stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block",
         use_pre_activation=False, image_shape=(None, None, 3))
-    converter = keras_hub.layers.ResNetImageConverter(
-        image_size=size, scale=[1 / (255 * s) for s in IMAGENET_STD],
-        offset=[-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)])
+    converter = keras_hub.layers.ResNetImageConverter(image_size=size, **imagenet)
   elif family == "dinov2":
     backbone = keras_hub.models.DINOV2Backbone(
         patch_size=4, num_layers=1, hidden_dim=16, num_heads=2, intermediate_dim=32,
         image_shape=(*size, 3))
-    converter = keras_hub.layers.DINOV2ImageConverter(
-        image_size=size, scale=[1 / (255 * s) for s in IMAGENET_STD],
-        offset=[-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)])
+    converter = keras_hub.layers.DINOV2ImageConverter(image_size=size, **imagenet)
   elif family == "clip":
     vision = keras_hub.models.CLIPVisionEncoder(
         patch_size=4, hidden_dim=16, num_layers=1, num_heads=2, intermediate_dim=32,
