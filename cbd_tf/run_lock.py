@@ -55,8 +55,8 @@ def acquire(directory: str) -> str:
       descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
       holder = _read(path)
-      if holder.get("pid") == mine["pid"] and holder.get("host") == mine["host"]:
-        return path  # this process holds it already
+      if _held_here(path):
+        return path
       if holder.get("host") == mine["host"] and not _alive(int(holder.get("pid", -1))):
         logging.warning("taking over %s: process %s on %s (since %s) is gone", path,
                         holder.get("pid"), holder.get("host"), holder.get("started"))
@@ -78,8 +78,7 @@ def acquire(directory: str) -> str:
 
 def release(path: str) -> None:
   """Removes the lock if this process holds it."""
-  holder = _read(path)
-  if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+  if _held_here(path):
     with contextlib.suppress(FileNotFoundError):
       os.remove(path)
 
@@ -88,7 +87,8 @@ def release(path: str) -> None:
 def hold(directory: str, writes: bool = True):
   """The lock of `directory` for the body; a process that does not write (a non-chief
   worker) takes none."""
-  if not writes:
+  path = os.path.join(directory, run_dir.WRITER_LOCK)
+  if not writes or _held_here(path):  # a pipeline's run() holds it around train_stage
     yield
     return
   path = acquire(directory)
@@ -96,3 +96,8 @@ def hold(directory: str, writes: bool = True):
     yield
   finally:
     release(path)
+
+
+def _held_here(path: str) -> bool:
+  holder = _read(path)
+  return holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()

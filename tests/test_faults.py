@@ -160,3 +160,12 @@ def test_damaged_teacher_or_backbone_run_stops_before_training(tmp_path, damaged
   with pytest.raises(ValueError, match=f"^{path} is damaged: "):
     stages.validate_run(config)
   assert not os.path.exists(tmp_path / stage / "checkpoints")
+
+
+def test_lock_is_held_until_the_outermost_holder_ends(tmp_path):
+  directory = str(tmp_path / "run")
+  with run_lock.hold(directory):
+    with run_lock.hold(directory):  # stages.run around train_stage
+      pass
+    assert os.path.exists(os.path.join(directory, "writer.lock"))
+  assert not os.path.exists(os.path.join(directory, "writer.lock"))
