@@ -42,7 +42,7 @@ from cbd_tf import metrics, run_dir
 from cbd_tf.data import pipeline, sources
 from cbd_tf.models.classifier import Classifier
 
-TAU_SWEEP = tuple(round(0.1 * step, 1) for step in range(21))
+TAU_SWEEP = metrics.TAU_SWEEP
 _BACKBONE_STAGES = ("teacher", "student")
 
 
@@ -102,12 +102,12 @@ def build_tau_norm(config: config_lib.Config, source: sources.Source
   check_tau_split(config, source)
   sweep = sweep_tau(classifier, pipeline.build_eval_dataset(source.val, config.data),
                     source.train_counts, TAU_SWEEP)
-  tau = best_tau(sweep)
+  tau = metrics.best_tau(sweep)
   classifier.head.norm_power = tau
   config = config.replace(model={"head_norm_power": tau}, long_tail={"tau": tau})
   selection = {"tau": tau, "tau_chosen_on": "val", "tau_sweep": {
       f"{t:g}": {**{k: r[k] for k in ("top1", "many", "medium", "few", "ece")},
-                 "mean_class_accuracy": mean_class_accuracy(r)} for t, r in sweep.items()}}
+                 "mean_class_accuracy": metrics.mean_class_accuracy(r)} for t, r in sweep.items()}}
   return classifier, config, selection
 
 
@@ -233,14 +233,3 @@ def sweep_tau(classifier: Classifier, dataset, train_counts, taus: Iterable[floa
   finally:
     head.norm_power = saved_power
   return results
-
-
-def mean_class_accuracy(result: dict) -> float:
-  """Mean accuracy over the classes present in the split (-1 if none)."""
-  values = [a for a in result["per_class"] if a is not None]
-  return float(np.mean(values)) if values else -1.0
-
-
-def best_tau(sweep: dict) -> float:
-  """The tau with the highest mean per-class accuracy (balanced accuracy); ties -> smaller tau."""
-  return max(sorted(sweep), key=lambda tau: mean_class_accuracy(sweep[tau]))

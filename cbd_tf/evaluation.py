@@ -16,7 +16,7 @@ import tensorflow as tf
 from absl import logging
 
 from cbd_tf import config as config_lib
-from cbd_tf import decoupled, long_tail_losses, metrics, report, run_dir, serving
+from cbd_tf import long_tail_losses, metrics, report, run_dir, serving
 from cbd_tf.data import pipeline, sources
 
 
@@ -65,7 +65,7 @@ def evaluate_and_save(model, config: config_lib.Config, source: sources.Source,
 
 def posthoc_tau(model, config: config_lib.Config, source: sources.Source) -> tuple[float, dict]:
   """(tau, what was chosen) of --posthoc_tau: the number given ({}), or for `val` the tau of
-  decoupled.TAU_SWEEP (0, 0.1, ..., 2) whose adjusted logits have the best mean per-class
+  metrics.TAU_SWEEP (0, 0.1, ..., 2) whose adjusted logits have the best mean per-class
   accuracy on the validation split, as the tau-norm sweep chooses ({"posthoc_tau",
   "posthoc_tau_sweep"}). ValueError if `val` and the data set has no validation split."""
   value = config.long_tail.posthoc_tau
@@ -81,15 +81,15 @@ def posthoc_tau(model, config: config_lib.Config, source: sources.Source) -> tup
   logits, labels = np.concatenate(logits), np.concatenate(labels)
   prior = long_tail_losses.log_prior(source.train_counts)
   sweep = {}
-  for tau in decoupled.TAU_SWEEP:
+  for tau in metrics.TAU_SWEEP:
     adjusted = logits - tau * prior
     probabilities = np.exp(adjusted - adjusted.max(axis=-1, keepdims=True))
     probabilities /= probabilities.sum(axis=-1, keepdims=True)
     sweep[tau] = metrics.shot_group_accuracy(adjusted.argmax(axis=-1), labels,
                                              source.train_counts, probabilities.max(axis=-1))
-  tau = decoupled.best_tau(sweep)
+  tau = metrics.best_tau(sweep)
   return tau, {"posthoc_tau": tau, "posthoc_tau_chosen_on": "val", "posthoc_tau_sweep": {
-      f"{t:g}": decoupled.mean_class_accuracy(r) for t, r in sweep.items()}}
+      f"{t:g}": metrics.mean_class_accuracy(r) for t, r in sweep.items()}}
 
 
 def matching_source(data: config_lib.DataConfig, train_counts, where: str) -> sources.Source:

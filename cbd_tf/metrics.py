@@ -95,3 +95,18 @@ def _percent(value) -> str:
   if value is None or (isinstance(value, float) and math.isnan(value)):
     return "-"
   return f"{100 * value:.1f}"
+
+
+# tau_norm.py's sweep, 0, 0.1, ..., 2: tau-norm's and --posthoc_tau=val's candidates.
+TAU_SWEEP = tuple(round(0.1 * step, 1) for step in range(21))
+
+
+def mean_class_accuracy(result: dict) -> float:
+  """Mean accuracy over the classes present in the split (-1 if none)."""
+  values = [a for a in result["per_class"] if a is not None]
+  return float(np.mean(values)) if values else -1.0
+
+
+def best_tau(sweep: dict) -> float:
+  """The tau with the highest mean per-class accuracy (balanced accuracy); ties -> smaller tau."""
+  return max(sorted(sweep), key=lambda tau: mean_class_accuracy(sweep[tau]))

@@ -164,7 +164,6 @@ def check_finished_run(directory: str, num_classes: int, image_size: int, role: 
   name, user = _ROLES[role][0].format(directory), _ROLES[role][1]
   check_trained(directory)
   run_config = config_lib.Config.load(os.path.join(directory, CONFIG))
-  check_weights_file(os.path.join(directory, FINAL_WEIGHTS))
   if stages and run_config.stage not in stages:
     raise ValueError(f"{name} is a {run_config.stage} run; valid: a finished "
                      f"{' or '.join(stages)} run")
@@ -176,6 +175,7 @@ def check_finished_run(directory: str, num_classes: int, image_size: int, role: 
       and not keras_hub_backbone.is_preset(run_config.model.backbone)):
     raise ValueError(f"{name} takes {run_config.data.image_size}px images, {user} "
                      f"{image_size}px")
+  check_weights_file(os.path.join(directory, FINAL_WEIGHTS))
 
 
 def teacher_dir(pipeline_dir: str, name: str) -> str:

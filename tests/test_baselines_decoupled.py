@@ -6,6 +6,7 @@ with the operations their PyTorch code uses, then the stages end to end on mnist
 import json
 import os
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -277,12 +278,13 @@ def test_tau_norm_sweeps_on_validation_and_reloads(linear_teacher):
 
 
 def test_tau_norm_without_tau_and_without_validation_split_fails_first(tmp_path):
-  # A finished-looking mnist_lt teacher (the checks read config.json and classes.json only).
+  # A finished-looking mnist_lt teacher (the checks read config.json, classes.json and a
+  # readable weights file).
   backbone = _tiny_config(tmp_path / "teacher", data={"dataset": "mnist_lt"})
   os.makedirs(backbone.workdir)
   backbone.save(os.path.join(backbone.workdir, run_dir.CONFIG))
   run_dir.write_classes(backbone.workdir, [str(c) for c in range(10)], [1] * 10)
-  open(os.path.join(backbone.workdir, run_dir.FINAL_WEIGHTS), "w").close()
+  h5py.File(os.path.join(backbone.workdir, run_dir.FINAL_WEIGHTS), "w").close()
   config = backbone.replace(workdir=str(tmp_path / "tau"), stage="tau_norm",
                             long_tail={"backbone_from": backbone.workdir})
   with pytest.raises(ValueError, match="without --tau picks tau on a validation split, and "

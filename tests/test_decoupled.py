@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cbd_tf import config as config_lib
-from cbd_tf import decoupled, evaluation, run_dir, stages
+from cbd_tf import decoupled, evaluation, metrics, run_dir, stages
 from cbd_tf.models import heads
 from tests import helpers
 
@@ -81,7 +81,7 @@ def test_sweep_tau_scores_each_tau_and_restores_the_head():
                               np.array([200, 5]), [0.0, 1.0, 2.0])
   assert [sweep[t]["top1"] for t in (0.0, 1.0, 2.0)] == pytest.approx([1 / 3, 1 / 3, 1.0])
   assert "ece" in sweep[2.0]
-  assert decoupled.best_tau(sweep) == 2.0
+  assert metrics.best_tau(sweep) == 2.0
   assert head.norm_power == 1.0
 
 
@@ -192,7 +192,8 @@ def test_decoupled_stage_needs_a_finished_backbone(tmp_path, crt_run):
      {"loss": "class_balanced", "class_balanced_beta": 0.99}),
     (["--loss=ldam", "--drw_epoch=3", "--ldam_max_margin=0.3"],
      {"loss": "ldam", "drw_epoch": 3, "ldam_max_margin": 0.3}),
-    (["--posthoc_tau=1"], {"posthoc_tau": 1.0}),
+    (["--posthoc_tau=1"], {"posthoc_tau": "1"}),
+    (["--posthoc_tau=val"], {"posthoc_tau": "val"}),
     (["--stage=crt", "--backbone_from=/r"], {"backbone_from": "/r"}),
     (["--stage=lws", "--backbone_from=/r"], {"backbone_from": "/r"}),
     (["--stage=tau_norm", "--backbone_from=/r", "--tau=0.7"], {"backbone_from": "/r", "tau": 0.7}),

@@ -240,7 +240,7 @@ def mnist_lt_validation_pool(config):
 def choose_tau(backbone_dir: str, options: dict) -> float | None:
   """--tau if given; for mnist_lt the tau with the best mean per-class accuracy on its
   validation pool; otherwise None: the stage sweeps the data set's validation split."""
-  from cbd_tf import decoupled, run_dir  # pylint: disable=import-outside-toplevel
+  from cbd_tf import decoupled, metrics, run_dir  # pylint: disable=import-outside-toplevel
   from cbd_tf.data import pipeline  # pylint: disable=import-outside-toplevel
   if options["fixed_tau"] is not None:
     return options["fixed_tau"]
@@ -250,7 +250,7 @@ def choose_tau(backbone_dir: str, options: dict) -> float | None:
   split, train_counts = mnist_lt_validation_pool(config)
   sweep = decoupled.sweep_tau(model, pipeline.build_eval_dataset(split, config.data),
                               train_counts, decoupled.TAU_SWEEP)
-  tau = decoupled.best_tau(sweep)
+  tau = metrics.best_tau(sweep)
   options["sweeps"][backbone_dir] = {str(t): {k: r[k] for k in COLUMNS} for t, r in sweep.items()}
   print(f"  tau sweep on the validation pool ({len(split)} images) of {backbone_dir}: "
         + ", ".join(f"{t:g}: {100 * r['top1']:.1f}" for t, r in sweep.items())
