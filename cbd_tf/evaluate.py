@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import sys
 
-from absl import app
-
 from cbd_tf import evaluation, flags
+
+# Every other flag is a training setting: given here, it stops the command (it would do nothing).
+FLAGS_READ = {"workdir", "saved_model"}
 
 
 def main(argv: list[str]) -> None:
   del argv
   values = flags.FLAGS
+  unexpected = flags.unexpected_flags(FLAGS_READ)
+  if unexpected:
+    sys.exit(f"cbd_tf.evaluate: error: --{unexpected[0]} is not a flag of evaluate, which takes "
+             f"{', '.join('--' + name for name in sorted(FLAGS_READ))}")
   if not values.saved_model and not values.workdir:
     sys.exit("cbd_tf.evaluate: error: --workdir=RUN_DIR or --saved_model=EXPORT_DIR is required")
   try:
@@ -32,7 +37,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
   """The cbd-evaluate console script (pyproject.toml)."""
-  app.run(main)
+  flags.run_cli(main, __doc__, FLAGS_READ)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,20 @@ from __future__ import annotations
 
 import sys
 
-from absl import app
-
 from cbd_tf import evaluation, flags
+
+# Every other flag is a training setting: given here, it stops the command (it would do nothing).
+FLAGS_READ = {"workdir", "output", "top_k", "max_image_pixels", "max_request_images",
+              "posthoc_tau"}
 
 
 def main(argv: list[str]) -> None:
   del argv
   values = flags.FLAGS
+  unexpected = flags.unexpected_flags(FLAGS_READ)
+  if unexpected:
+    sys.exit(f"cbd_tf.export: error: --{unexpected[0]} is not a flag of export, which takes "
+             f"{', '.join('--' + name for name in sorted(FLAGS_READ))}")
   if not values.workdir or not values.output:
     sys.exit("cbd_tf.export: error: --workdir=RUN_DIR and --output=EXPORT_DIR are required")
   try:
@@ -36,7 +42,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
   """The cbd-export console script (pyproject.toml)."""
-  app.run(main)
+  flags.run_cli(main, __doc__, FLAGS_READ)
 
 
 if __name__ == "__main__":

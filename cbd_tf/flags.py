@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-from absl import flags
+from absl import app, flags
 
 from cbd_tf import config as config_lib
 
@@ -60,6 +60,43 @@ flags.DEFINE_string("output", None, "cbd_tf.export: directory to write the Saved
 flags.DEFINE_string("saved_model", None, "cbd_tf.evaluate: evaluate this SavedModel export.")
 
 FLAGS = flags.FLAGS
+
+
+_SECTION_TITLES = {"": "run", "long_tail": "long-tail baselines"}
+
+
+def help_text(usage: str, names: set[str] | None = None) -> str:
+  """`usage`, then cbd_tf's flags (`names` only, if given) grouped by config section, each
+  with its default and help: what `--help` prints (absl's lists only the main module's)."""
+  groups: dict[str, list[str]] = {}
+  for section, field, _ in _flag_fields():
+    name = field.metadata["flag"]
+    if names is None or name in names:
+      default = FLAGS[name].default
+      groups.setdefault(_SECTION_TITLES.get(section, section), []).append(
+          f"  --{name} (default: {default!r})\n      {FLAGS[name].help}")
+  for name in sorted((names or set()) - {f.metadata["flag"] for _, f, _ in _flag_fields()}):
+    groups.setdefault("command", []).append(f"  --{name}\n      {FLAGS[name].help}")
+  sections = [f"{title}:\n" + "\n".join(lines) for title, lines in groups.items()]
+  return usage.strip() + "\n\n" + "\n\n".join(sections) + \
+      "\n\n--flagfile=FILE reads flags from a file; --helpfull lists absl's own flags too.\n"
+
+
+def run_cli(main, usage: str, names: set[str] | None = None) -> None:
+  """absl's app.run, with --help / -h printing help_text."""
+  import sys  # pylint: disable=import-outside-toplevel
+  if any(argument in ("--help", "-h", "--help=true") for argument in sys.argv[1:]):
+    print(help_text(usage, names))
+    sys.exit(0)
+  app.run(main)
+
+
+def unexpected_flags(allowed: set[str]) -> list[str]:
+  """The cbd_tf flags given on the command line (or in a flagfile) that are not `allowed`:
+  a CLI that reads only some must not accept the others and ignore them."""
+  return sorted(name for name, flag in FLAGS._flags().items()  # pylint: disable=protected-access
+                if name == flag.name and flag.present and name not in allowed
+                and FLAGS.find_module_defining_flag(name) == __name__)
 
 
 def config_from_flags() -> config_lib.Config:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import sys
 
-from absl import app
-
 from cbd_tf import flags, run_dir, stages
 
 
@@ -31,7 +29,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
   """The cbd-train console script (pyproject.toml)."""
-  app.run(main)
+  flags.run_cli(main, __doc__, None)
 
 
 if __name__ == "__main__":

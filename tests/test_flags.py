@@ -228,3 +228,14 @@ def test_public_api_resolves_lazily():
   assert cbd_tf.feature_distillation_loss is losses.feature_distillation_loss
   with pytest.raises(AttributeError, match="no attribute 'Distiller'"):
     getattr(cbd_tf, "Distiller")
+
+
+def test_help_lists_cbd_tf_flags_by_section():
+  text = flags.help_text("usage line")
+  assert text.startswith("usage line\n\nrun:\n  --stage (default: 'teacher')")
+  for section, name in (("data", "dataset"), ("model", "backbone"), ("optimizer", "epochs"),
+                        ("distill", "teachers"), ("long-tail baselines", "loss")):
+    assert f"\n{section}:\n" in text and f"\n  --{name} (default: " in text, section
+  assert text.index("\ndata:\n") < text.index("--dataset") < text.index("\nmodel:\n")
+  evaluate = flags.help_text("", {"workdir", "saved_model"})
+  assert "--workdir" in evaluate and "--saved_model" in evaluate and "--epochs" not in evaluate

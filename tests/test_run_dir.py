@@ -180,3 +180,13 @@ def test_evaluate_and_export_do_not_import_the_training_stack():
     assert "cbd_tf.flags" in imported and "cbd_tf.run_dir" in imported
     assert not imported & training, (cli, sorted(imported & training))
   assert "cbd_tf.stages" in _imported_modules("cbd_tf.train")  # the check sees imports
+
+
+def test_evaluate_and_export_refuse_training_flags(tmp_path):
+  assert _run_cli("evaluate", f"--workdir={tmp_path}", "--epochs=5") == (
+      "cbd_tf.evaluate: error: --epochs is not a flag of evaluate, which takes --saved_model, "
+      "--workdir")
+  assert _run_cli("export", f"--workdir={tmp_path}", f"--output={tmp_path}/e",
+                  "--learning_rate=0.3").startswith(
+      "cbd_tf.export: error: --learning_rate is not a flag of export, which takes "
+      "--max_image_pixels, --max_request_images, --output, --posthoc_tau, --top_k, --workdir")
