@@ -63,6 +63,13 @@ def _metric_names(teacher_names: Sequence[str] | None, count: int) -> list[str]:
   return names
 
 
+# What a .keras file of the distiller would hold is the student: teachers are frozen
+# references kept out of its weights, not part of the model.
+SAVE_THE_STUDENT = ("a CBDDistiller is not saved whole (its teachers are not part of the "
+                    "student): save distiller.student.save('student.keras'), or its weights "
+                    "(save_weights, ModelCheckpoint(save_weights_only=True), BackupAndRestore)")
+
+
 class CBDDistiller(train_step.TrainStepModel):
   """Wraps a student `Classifier` (with a projection head as wide as the teachers'
   concatenated embeddings) and a list of trained teachers with an `embed` method.
@@ -127,6 +134,12 @@ class CBDDistiller(train_step.TrainStepModel):
                     "distill": train_step.Term(distill, self.alpha * self.beta),
                     **{f"distill_{name}": train_step.Term(share, None)
                        for name, share in zip(self.teacher_names, shares)}}
+
+  def get_config(self):
+    raise NotImplementedError(SAVE_THE_STUDENT)
+
+  def save(self, *args, **kwargs):  # pylint: disable=unused-argument
+    raise NotImplementedError(SAVE_THE_STUDENT)
 
   def test_step(self, data):
     images, labels = data[0], data[1]

@@ -79,6 +79,22 @@ class TrainStepModel(keras.Model):
     self.backbone_learning_rate_multiplier = backbone_learning_rate_multiplier
     super().compile(optimizer=optimizer, **kwargs)
 
+  def get_compile_config(self):
+    """What compile_from_config needs to compile a reloaded .keras model again (Keras asks
+    for this pair when compile() is overridden)."""
+    if self.optimizer is None:
+      return None
+    return {"optimizer": keras.saving.serialize_keras_object(self.optimizer),
+            "weight_decay": self.weight_decay,
+            "backbone_learning_rate_multiplier": self.backbone_learning_rate_multiplier}
+
+  def compile_from_config(self, config):
+    config = dict(config)
+    self.compile(optimizer=keras.saving.deserialize_keras_object(config.pop("optimizer")),
+                 **config)
+    if self.built:  # the saved optimizer variables load into these
+      self.optimizer.build(self.trainable_variables)
+
   @property
   def metrics(self):
     return [self.loss_metric, *self.term_metrics.values(), self.loss_wd_metric,

@@ -3,6 +3,8 @@ train step (cbd_tf/train_step.py) on cross-entropy or a long-tail loss."""
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 
 from cbd_tf import losses, train_step
@@ -95,6 +97,22 @@ class Classifier(train_step.TrainStepModel):
     accepted for Keras' signature and not used."""
     self.loss_fn = loss or losses.cross_entropy_loss
     super().compile(optimizer=optimizer, weight_decay=weight_decay, **kwargs)
+
+  def get_compile_config(self):
+    """The optimizer and settings of compile(). A `loss` other than cross-entropy (a
+    long_tail_losses closure) is not serializable: a reloaded model is compiled with
+    cross-entropy, with a warning; compile it again with the loss to train on."""
+    config = super().get_compile_config()
+    if config is not None:
+      config["custom_loss"] = self.loss_fn is not losses.cross_entropy_loss
+    return config
+
+  def compile_from_config(self, config):
+    config = dict(config)
+    if config.pop("custom_loss", False):
+      warnings.warn("this model was compiled with a custom loss, which a .keras file cannot "
+                    "hold: reloaded with cross-entropy; call compile(loss=...) to train with it")
+    super().compile_from_config(config)
 
   def loss_terms(self, images, labels, targets):
     logits = self(images, training=True)
