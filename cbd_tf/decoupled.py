@@ -124,20 +124,6 @@ def build_ncm(config: config_lib.Config, source: sources.Source
   return classifier, config, {}
 
 
-BUILDERS = {"crt": build_crt, "lws": build_lws, "tau_norm": build_tau_norm, "ncm": build_ncm}
-
-
-def build_decoupled_classifier(config: config_lib.Config, source: sources.Source
-                               ) -> tuple[Classifier, config_lib.Config, dict]:
-  """The stage's classifier on the frozen backbone of `config.long_tail.backbone_from`, the
-  config to save with it, and what was chosen on the validation split ({} if nothing).
-  crt / lws still need fitting; tau_norm / ncm are final. Call inside the strategy scope,
-  after seeding (cRT's fresh head is random)."""
-  if config.stage not in BUILDERS:
-    raise ValueError(f"unknown decoupled stage {config.stage!r}; valid: {', '.join(BUILDERS)}")
-  return BUILDERS[config.stage](config, source)
-
-
 def _on_frozen_backbone(config: config_lib.Config, source: sources.Source, batchnorm: str,
                         head_norm_power: float | None = None, class_scales: bool = False
                         ) -> tuple[Classifier, config_lib.Config, Classifier]:

@@ -19,8 +19,6 @@ from absl import logging
 
 from cbd_tf import run_dir
 
-CHECKPOINTS = run_dir.CHECKPOINTS
-
 
 class TrainingState:
   """tf.train.CheckpointManager over (classifier, optimizer) in RUN_DIR/checkpoints.
@@ -34,9 +32,10 @@ class TrainingState:
     """Restores from `directory`; saves to `save_directory` (differs on non-chief workers)."""
     self.optimizer = optimizer
     self.checkpoint = tf.train.Checkpoint(model=classifier, optimizer=optimizer)
-    self.restore_directory = os.path.join(directory, CHECKPOINTS)
+    self.restore_directory = os.path.join(directory, run_dir.CHECKPOINTS)
     self.manager = tf.train.CheckpointManager(
-        self.checkpoint, os.path.join(save_directory, CHECKPOINTS), max_to_keep=max_to_keep)
+        self.checkpoint, os.path.join(save_directory, run_dir.CHECKPOINTS),
+        max_to_keep=max_to_keep)
 
   @property
   def step(self) -> int:

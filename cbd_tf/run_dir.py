@@ -46,7 +46,6 @@ import keras
 import numpy as np
 
 from cbd_tf import config as config_lib
-from cbd_tf.data import source_cache
 from cbd_tf.models import keras_hub_backbone
 from cbd_tf.models.classifier import Classifier
 
@@ -79,7 +78,6 @@ STUDENT = "student"
 COMPARISON = "comparison.json"
 COMPARISON_TEXT = "comparison.txt"
 
-SKIPPED_FILES = source_cache.SKIPPED_FILES
 
 SAVED_MODEL = "saved_model.pb"
 EXPORT_ASSETS = "assets"

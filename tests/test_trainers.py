@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from cbd_tf import config as config_lib
-from cbd_tf import decoupled, run_dir, stages, trainers
+from cbd_tf import run_dir, stages, trainers
 from cbd_tf.data import sampling
 from cbd_tf.data.source_types import Source, Split
 
@@ -55,7 +55,6 @@ def backbone_run(tmp_path_factory, source):
 
 def test_registry_covers_every_single_run_stage():
   assert set(trainers.STAGES) == set(config_lib.STAGES) - {"pipeline"}
-  assert set(decoupled.BUILDERS) == set(config_lib.DECOUPLED_STAGES)
   assert [name for name, stage in trainers.STAGES.items() if not stage.trains] == [
       "tau_norm", "ncm"]
   # Only the distiller brings its own loss.
@@ -76,8 +75,6 @@ def test_unknown_stage_names_the_valid_ones():
   with pytest.raises(ValueError, match="unknown stage 'pipeline' for one run; valid: teacher, "
                                        "student, crt, lws, tau_norm, ncm"):
     trainers.get_stage("pipeline")
-  with pytest.raises(ValueError, match="unknown decoupled stage 'teacher'"):
-    decoupled.build_decoupled_classifier(config_lib.Config(stage="teacher"), None)
 
 
 class _Teacher:
