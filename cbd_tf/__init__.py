@@ -18,10 +18,17 @@ _PUBLIC = {
     "feature_distillation_loss": "cbd_tf.losses",
     "load_model": "cbd_tf.models.classifier",
     "load_teachers": "cbd_tf.teachers",
+    # Datasets built as the CLI builds them (cbd_tf/data/datasets.py).
+    "evaluation_dataset": "cbd_tf.data.datasets",
+    "from_arrays": "cbd_tf.data.datasets",
+    "from_files": "cbd_tf.data.datasets",
+    "load_data": "cbd_tf.data.datasets",
+    "training_dataset": "cbd_tf.data.datasets",
 }
 
 __all__ = ["CBDDistiller", "Classifier", "KerasHubBackbone", "PresetTeacher", "cbd_loss",
-           "feature_distillation_loss", "load_model", "load_teachers"]
+           "evaluation_dataset", "feature_distillation_loss", "from_arrays", "from_files",
+           "load_data", "load_model", "load_teachers", "training_dataset"]
 
 
 def __getattr__(name):

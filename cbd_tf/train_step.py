@@ -82,7 +82,7 @@ class TrainStepModel(keras.Model):
   def get_compile_config(self):
     """What compile_from_config needs to compile a reloaded .keras model again (Keras asks
     for this pair when compile() is overridden)."""
-    if self.optimizer is None:
+    if getattr(self, "optimizer", None) is None:  # never compiled
       return None
     return {"optimizer": keras.saving.serialize_keras_object(self.optimizer),
             "weight_decay": self.weight_decay,
