@@ -85,7 +85,7 @@ def help_text(usage: str, names: set[str] | None = None) -> str:
 def run_cli(main, usage: str, names: set[str] | None = None) -> None:
   """absl's app.run, with --help / -h printing help_text."""
   import sys  # pylint: disable=import-outside-toplevel
-  if any(argument in ("--help", "-h", "--help=true") for argument in sys.argv[1:]):
+  if any(argument in ("--help", "-h") for argument in sys.argv[1:]):
     print(help_text(usage, names))
     sys.exit(0)
   app.run(main)
