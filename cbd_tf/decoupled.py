@@ -212,10 +212,7 @@ def sweep_tau(classifier: Classifier, dataset, train_counts, taus: Iterable[floa
     for tau in taus:
       head.norm_power = float(tau)
       logits = np.concatenate([np.asarray(head(f), np.float64) for f in features])
-      probabilities = np.exp(logits - logits.max(axis=-1, keepdims=True))
-      probabilities /= probabilities.sum(axis=-1, keepdims=True)
-      results[float(tau)] = metrics.shot_group_accuracy(
-          logits.argmax(axis=-1), labels, train_counts, probabilities.max(axis=-1))
+      results[float(tau)] = metrics.logits_accuracy(logits, labels, train_counts)
   finally:
     head.norm_power = saved_power
   return results

@@ -80,13 +80,8 @@ def posthoc_tau(model, config: config_lib.Config, source: sources.Source) -> tup
     labels.append(np.asarray(batch_labels))
   logits, labels = np.concatenate(logits), np.concatenate(labels)
   prior = long_tail_losses.log_prior(source.train_counts)
-  sweep = {}
-  for tau in metrics.TAU_SWEEP:
-    adjusted = logits - tau * prior
-    probabilities = np.exp(adjusted - adjusted.max(axis=-1, keepdims=True))
-    probabilities /= probabilities.sum(axis=-1, keepdims=True)
-    sweep[tau] = metrics.shot_group_accuracy(adjusted.argmax(axis=-1), labels,
-                                             source.train_counts, probabilities.max(axis=-1))
+  sweep = {tau: metrics.logits_accuracy(logits - tau * prior, labels, source.train_counts)
+           for tau in metrics.TAU_SWEEP}
   tau = metrics.best_tau(sweep)
   return tau, {"posthoc_tau": tau, "posthoc_tau_chosen_on": "val", "posthoc_tau_sweep": {
       f"{t:g}": metrics.mean_class_accuracy(r) for t, r in sweep.items()}}

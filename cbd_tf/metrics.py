@@ -59,18 +59,22 @@ def shot_group_accuracy(predictions: np.ndarray, labels: np.ndarray,
   return result
 
 
+def logits_accuracy(logits: np.ndarray, labels: np.ndarray, train_counts: np.ndarray) -> dict:
+  """shot_group_accuracy of (N, C) logits: argmax predictions, top softmax probabilities."""
+  logits = np.asarray(logits, np.float64)
+  probabilities = np.exp(logits - logits.max(axis=-1, keepdims=True))
+  probabilities /= probabilities.sum(axis=-1, keepdims=True)
+  return shot_group_accuracy(logits.argmax(axis=-1), labels, train_counts,
+                             probabilities.max(axis=-1))
+
+
 def evaluate_model(model, dataset, train_counts: np.ndarray) -> dict:
   """Runs `model` (images -> logits) over a dataset of (images, labels) batches."""
-  predictions, labels, confidences = [], [], []
+  logits, labels = [], []
   for images, batch_labels in dataset:
-    logits = np.asarray(model(images, training=False), np.float64)
-    probabilities = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    probabilities /= probabilities.sum(axis=-1, keepdims=True)
-    predictions.append(np.argmax(logits, axis=-1))
-    confidences.append(probabilities.max(axis=-1))
+    logits.append(np.asarray(model(images, training=False), np.float64))
     labels.append(np.asarray(batch_labels))
-  return shot_group_accuracy(np.concatenate(predictions), np.concatenate(labels), train_counts,
-                             np.concatenate(confidences))
+  return logits_accuracy(np.concatenate(logits), np.concatenate(labels), train_counts)
 
 
 def table_cells(rows: Mapping[str, Mapping]) -> list[list[str]]:
