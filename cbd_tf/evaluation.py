@@ -114,23 +114,17 @@ def evaluate_directory(directory: str) -> dict[str, dict]:
   return results
 
 
-def export_run(directory: str, export_dir: str, top_k: int = 5,
-               max_image_pixels: int = config_lib.OutputConfig.max_image_pixels,
-               max_request_images: int = config_lib.OutputConfig.max_request_images,
-               tau_setting=None) -> str:
-  """serving.export_run with the post-hoc adjustment resolved: `tau_setting` (a number or
-  `val`), or the run's own --posthoc_tau when None. `val` reads the run's data."""
+def run_posthoc_tau(directory: str, tau_setting=None) -> float:
+  """The post-hoc tau an export of the finished run `directory` bakes in: `tau_setting` (a
+  number or `val`), or the run's own --posthoc_tau when None. `val` reads the run's data."""
   config = config_lib.Config.load(os.path.join(directory, run_dir.CONFIG))
   if tau_setting is not None:
     config = config.replace(long_tail={"posthoc_tau": str(tau_setting)}).validate()
-  if str(config.long_tail.posthoc_tau) == config_lib.POSTHOC_TAU_ON_VAL:
-    model, _ = run_dir.load_classifier(directory)
-    source = matching_source(config.data, run_dir.read_classes(directory)[1], directory)
-    tau, _ = posthoc_tau(model, config, source)
-  else:
-    tau = float(config.long_tail.posthoc_tau)
-  return serving.export_run(directory, export_dir, top_k, max_image_pixels, max_request_images,
-                            posthoc_tau=tau)
+  if str(config.long_tail.posthoc_tau) != config_lib.POSTHOC_TAU_ON_VAL:
+    return float(config.long_tail.posthoc_tau)
+  model, _ = run_dir.load_classifier(directory)
+  source = matching_source(config.data, run_dir.read_classes(directory)[1], directory)
+  return posthoc_tau(model, config, source)[0]
 
 
 def evaluate_saved_model(export_dir: str) -> dict:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from cbd_tf import evaluation, flags
+from cbd_tf import evaluation, flags, serving
 
 # Every other flag is a training setting: given here, it stops the command (it would do nothing).
 FLAGS_READ = {"workdir", "output", "top_k", "max_image_pixels", "max_request_images",
@@ -32,10 +32,10 @@ def main(argv: list[str]) -> None:
   if not values.workdir or not values.output:
     sys.exit("cbd_tf.export: error: --workdir=RUN_DIR and --output=EXPORT_DIR are required")
   try:
-    print(evaluation.export_run(
-        values.workdir, values.output, values.top_k, values.max_image_pixels,
-        values.max_request_images,
-        values.posthoc_tau if values["posthoc_tau"].present else None))
+    tau = evaluation.run_posthoc_tau(
+        values.workdir, values.posthoc_tau if values["posthoc_tau"].present else None)
+    print(serving.export_run(values.workdir, values.output, values.top_k,
+                             values.max_image_pixels, values.max_request_images, tau))
   except ValueError as error:
     sys.exit(f"cbd_tf.export: error: {error}")
 

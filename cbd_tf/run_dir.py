@@ -220,10 +220,12 @@ def build_classifier(config: config_lib.Config, num_classes: int,
 
 
 def write_backbone_architecture(classifier: Classifier, directory: str) -> None:
-  """backbone.json for a keras_hub backbone; nothing for a built-in one (its name is enough)."""
-  if isinstance(classifier.backbone, keras_hub_backbone.KerasHubBackbone):
-    write_json(os.path.join(directory, BACKBONE_ARCHITECTURE),
-               keras.saving.serialize_keras_object(classifier.backbone))
+  """backbone.json for a keras_hub backbone, unless keep_pretrained_backbone wrote it;
+  nothing for a built-in one (its name is enough)."""
+  path = os.path.join(directory, BACKBONE_ARCHITECTURE)
+  if (isinstance(classifier.backbone, keras_hub_backbone.KerasHubBackbone)
+      and not os.path.exists(path)):
+    write_json(path, keras.saving.serialize_keras_object(classifier.backbone))
 
 
 def save_layer(layer: keras.layers.Layer, architecture: str, weights: str) -> None:

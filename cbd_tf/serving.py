@@ -158,7 +158,7 @@ def export_run(directory: str, export_dir: str, top_k: int = 5,
                max_request_images: int = config_lib.OutputConfig.max_request_images,
                posthoc_tau: float = 0.0) -> str:
   """Exports the classifier of the finished run `directory` with these serving limits and
-  post-hoc adjustment (evaluation.export_run resolves --posthoc_tau); returns the path."""
+  post-hoc adjustment (evaluation.run_posthoc_tau resolves --posthoc_tau); returns the path."""
   run_dir.check_trained(directory)
   for name, value in (("top_k", top_k), ("max_image_pixels", max_image_pixels),
                       ("max_request_images", max_request_images)):

@@ -179,7 +179,8 @@ def test_posthoc_tau_val_is_chosen_on_validation_and_the_export_evaluates_as_the
   taus = [round(0.1 * step, 1) for step in range(21)]
   scores = [mean_class_accuracy(tau) for tau in taus]
   assert trained["posthoc_tau"] == taus[int(np.argmax(scores))]
-  export = evaluation.export_run(config.workdir, str(tmp_path / "export"))
+  export = serving.export_run(config.workdir, str(tmp_path / "export"),
+                              posthoc_tau=evaluation.run_posthoc_tau(config.workdir))
   with open(os.path.join(export, "assets", "serving.json")) as f:
     assert json.load(f)["posthoc_tau"] == trained["posthoc_tau"]
   served = evaluation.evaluate_saved_model(export)
