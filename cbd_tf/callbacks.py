@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cbd_tf import metrics, run_dir
+from cbd_tf import metrics, run_dir, run_files
 
 
 class StepScalars(keras.callbacks.Callback):
@@ -91,7 +91,7 @@ class BestValidationEpoch(ShotGroupEvaluation):
     self.record_path = os.path.join(directory, run_dir.BEST_EPOCH_RECORD)
     self.record = {"epoch": None, "val_top1": None, "weights": None, "val_top1_by_epoch": {}}
     if os.path.exists(self.record_path):
-      self.record = run_dir.read_json(self.record_path)
+      self.record = run_files.read_json(self.record_path)
 
   def on_epoch_end(self, epoch, logs=None):
     top1 = self.evaluate(logs)["top1"]
@@ -103,7 +103,7 @@ class BestValidationEpoch(ShotGroupEvaluation):
       name = run_dir.BEST_EPOCH_WEIGHTS.replace("best_epoch", f"best_epoch_{epoch + 1}")
       self.classifier.save_weights(os.path.join(self.directory, name))
       self.record.update(epoch=epoch + 1, val_top1=top1, weights=name)
-    run_dir.write_json(self.record_path, self.record)
+    run_files.write_json(self.record_path, self.record)
     if previous and previous != self.record["weights"]:
       os.remove(os.path.join(self.directory, previous))
 

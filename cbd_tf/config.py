@@ -16,36 +16,17 @@ import json
 import os
 from typing import Any
 
+from cbd_tf import stage_registry
+from cbd_tf.choices import (  # pylint: disable=unused-import  (re-exported)
+    AUGMENTATION_ALIASES, AUGMENTATIONS, DEFAULT_WARMUP_EPOCHS, HEADS, MIXED_PRECISION,
+    MOMENTUM_UPDATES, LR_SCHEDULES, POSTHOC_TAU_ON_VAL, PRESET_PREFIX, SAMPLING_METHODS,
+    STRATEGIES, TEACHER_RUN_NAMES, parse_teacher_spec, teacher_run_name)
+from cbd_tf.config_checks import check, check_config
 from cbd_tf.long_tail_config import (  # pylint: disable=unused-import  (re-exported)
     DECOUPLED_BATCHNORM, LOSSES, NCM_DISTANCES, NCM_FEATURES, LongTailConfig)
 from cbd_tf.settings import flag_fields, run_value, setting  # pylint: disable=unused-import
 
-# Decoupled stages re-balance the classifier of a finished run (--backbone_from).
-DECOUPLED_STAGES = ("crt", "lws", "tau_norm", "ncm")
-STAGES = ("teacher", "student", "pipeline") + DECOUPLED_STAGES
-# Learning-rate schedules (cbd_tf/schedules.py) and the warmup each uses when
-# --warmup_epochs is negative: none in the CBD recipe, 5 epochs in LDAM-DRW's step recipe.
-LR_SCHEDULES = ("cosine", "step")
-# --posthoc_tau=val: tau chosen on the validation split (evaluation.posthoc_tau).
-POSTHOC_TAU_ON_VAL = "val"
-# SGD's momentum update (cbd_tf/optimizers.py).
-MOMENTUM_UPDATES = ("keras", "official")
-DEFAULT_WARMUP_EPOCHS = {"cosine": 0.0, "step": 5.0}
-# A --backbone or --teachers entry naming a KerasHub preset (models/keras_hub_backbone.py).
-PRESET_PREFIX = "keras_hub:"
-AUGMENTATIONS = ("standard", "jitter")
-# The paper calls the standard augmentation "vanilla": teacher specs (vanilla:1) and teacher
-# run directories (teachers/vanilla_1) use that name, and --augmentation accepts it too.
-AUGMENTATION_ALIASES = {"vanilla": "standard"}
-TEACHER_RUN_NAMES = {"standard": "vanilla"}
-# Classifier heads --head trains (cbd_tf/models/heads.py); --stage=ncm writes an NCM head.
-HEADS = ("cosine", "linear")
-# cRT / LWS epochs when --decoupled_epochs is not given: classifier-balancing's ImageNet-LT
-# recipes (config/ImageNet_LT/cls_crt.yaml, cls_lws.yaml). They never take --epochs, which
-# a paper flagfile sets for its backbone stages (90, 200).
-STAGE_EPOCHS = {"crt": 10, "lws": 5}
-# How the training stream is drawn (cbd_tf/data/sampling.py); auto is index.
-SAMPLING_METHODS = ("auto", "index", "per_class", "rejection", "resample")
+STAGES = tuple(stage_registry.STAGES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +134,7 @@ class ModelConfig:
       choices=HEADS)
   projection_dim: int = run_value(
       0, "Student only: width of the projection head, the teachers' embeddings concatenated "
-      "(set by trainers.student_config); 0: no projection head.")
+      "(set by stages.student.with_teacher_width); 0: no projection head.")
   # Written by decoupled stages from long_tail.tau (tau_norm), crt and lws.
   head_norm_power: float | None = run_value(
       None, "Each class weight divided by its raw norm^head_norm_power (tau-norm); None: the "
@@ -213,10 +194,6 @@ class DistillConfig:
       "instance", "teacher_sampling", "Sampling of the teachers trained by --stage=pipeline.")
 
 
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
-MIXED_PRECISION = ("", "bfloat16", "float16")
-
-
 @dataclasses.dataclass(frozen=True)
 class DistributeConfig:
   """Devices, numerics and fault tolerance."""
@@ -274,11 +251,12 @@ class Config:
     tool, falls back to the system temp directory: data/source_cache.py.)
   * epochs and sampling: the stage's recipe when not given (properties below).
   * model.projection_dim: a student's is its teachers' embedding widths summed, which needs
-    the loaded teachers: trainers.student_config sets it, before the student is built.
+    the loaded teachers: stages.student.with_teacher_width sets it, before the student is built.
   """
   stage: str = setting(
-      "teacher", "stage", "teacher | student | pipeline (teachers, then student) | crt | lws | "
-      "tau_norm | ncm (decoupled, need --backbone_from).", choices=STAGES)
+      "teacher", "stage", "; ".join(f"{stage.name}: {stage.summary}"
+                                    for stage in stage_registry.STAGES.values()) + ".",
+      choices=STAGES)
   workdir: str = setting(
       "", "workdir", "Run directory: config, checkpoints, weights, metrics.", required=True)
   seed: int = setting(
@@ -297,25 +275,28 @@ class Config:
           self.data, cache_dir=os.path.join(self.workdir, "data_cache")))
 
   @property
+  def stage_entry(self) -> stage_registry.Stage:
+    return stage_registry.get_stage(self.stage)
+
+  @property
   def epochs(self) -> int:
-    """Training epochs: --decoupled_epochs or the recipe for cRT / LWS, else --epochs."""
-    if self.stage in STAGE_EPOCHS:
-      return self.long_tail.decoupled_epochs or STAGE_EPOCHS[self.stage]
+    """Training epochs: --decoupled_epochs or the recipe of a stage with its own (cRT, LWS),
+    else --epochs."""
+    if self.stage_entry.own_epochs:
+      return self.long_tail.decoupled_epochs or self.stage_entry.default_epochs
     return self.optimizer.epochs
 
   @property
   def warmup_epochs(self) -> float:
     """Warm-up epochs: --decoupled_warmup_epochs for cRT / LWS, else the optimizer's."""
-    if self.stage in STAGE_EPOCHS:
+    if self.stage_entry.own_epochs:
       return self.long_tail.decoupled_warmup_epochs
     return self.optimizer.resolved_warmup_epochs
 
   @property
   def sampling(self) -> str:
-    """The sampling policy this stage trains with."""
-    if self.data.sampling:
-      return self.data.sampling
-    return "instance" if self.stage == "teacher" else "class_balanced"
+    """The sampling policy this stage trains with: --sampling, or the stage's default."""
+    return self.data.sampling or self.stage_entry.default_sampling
 
   def replace(self, **sections: Any) -> "Config":
     """Returns a copy; `sections` maps top-level fields or section names to dicts."""
@@ -328,11 +309,9 @@ class Config:
     return dataclasses.replace(self, **changes)
 
   def validate(self) -> "Config":
-    """Checks values that need no registry (config_checks.py); raises ValueError naming the
-    problem. Returns the config, so calls chain."""
-    # Imported here: config_checks imports this module.
-    from cbd_tf import config_checks  # pylint: disable=import-outside-toplevel
-    config_checks.check_config(self)
+    """Checks every value (config_checks.py); raises ValueError naming the first problem.
+    Returns the config, so calls chain."""
+    check_config(self)
     return self
 
   def to_dict(self) -> dict[str, Any]:
@@ -374,26 +353,3 @@ class Config:
       except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is damaged: not JSON ({error})") from None
     return cls.from_dict(values)
-
-
-def parse_teacher_spec(spec: str) -> tuple[str, int]:
-  """'jitter:2' -> ('jitter', 2). 'vanilla' is the standard augmentation."""
-  augmentation, sep, seed = spec.partition(":")
-  if not sep or not seed.strip().lstrip("-").isdigit():
-    raise ValueError(f"teacher spec {spec!r} is not augmentation:seed (e.g. vanilla:1)")
-  augmentation = AUGMENTATION_ALIASES.get(augmentation.strip(), augmentation.strip())
-  if augmentation not in AUGMENTATIONS:
-    raise ValueError(f"teacher spec {spec!r}: unknown augmentation {augmentation!r}; "
-                     "valid: vanilla, jitter")
-  return augmentation, int(seed)
-
-
-def teacher_run_name(spec: str) -> str:
-  """'vanilla:1' and 'standard:1' -> 'vanilla_1': run directories keep the paper's name."""
-  augmentation, seed = parse_teacher_spec(spec)
-  return f"{TEACHER_RUN_NAMES.get(augmentation, augmentation)}_{seed}"
-
-
-def check(condition: bool, message: str) -> None:
-  if not condition:
-    raise ValueError(message)

@@ -1,19 +1,39 @@
-"""The checks of a Config's values that need no registry (Config.validate): one-line
-ValueErrors naming the problem, before any work. Standard library only, like config.py."""
+"""The checks of a Config's values (Config.validate): one-line ValueErrors naming the
+problem, before any work. Standard library only, like config.py; the stage checks read the
+stage registry (stage_registry.py)."""
 
 from __future__ import annotations
 
-from cbd_tf.config import (
-    AUGMENTATIONS, DECOUPLED_BATCHNORM, DECOUPLED_STAGES, HEADS, LOSSES, LR_SCHEDULES,
-    MIXED_PRECISION, MOMENTUM_UPDATES, NCM_DISTANCES, NCM_FEATURES, POSTHOC_TAU_ON_VAL,
-    PRESET_PREFIX, SAMPLING_METHODS, STAGE_EPOCHS, STAGES,
-    STRATEGIES, Config, check, teacher_run_name)
+import dataclasses
+from typing import Any, Iterator
+
+from cbd_tf import stage_registry
+from cbd_tf.choices import (
+    AUGMENTATIONS, HEADS, LR_SCHEDULES, MIXED_PRECISION, MOMENTUM_UPDATES, POSTHOC_TAU_ON_VAL,
+    PRESET_PREFIX, SAMPLING_METHODS, STRATEGIES, teacher_run_name)
+from cbd_tf.long_tail_config import DECOUPLED_BATCHNORM, LOSSES, NCM_DISTANCES, NCM_FEATURES
+
+# Set by the paper flagfiles for their pipeline, which users reuse with --stage=teacher or a
+# decoupled stage: ignored there rather than refused.
+SHARED_IN_FLAGFILES = ("teacher_specs", "teacher_sampling")
 
 
-def check_config(config: Config) -> None:
+def check(condition: bool, message: str) -> None:
+  if not condition:
+    raise ValueError(message)
+
+
+def check_config(config: Any) -> None:
   """Raises ValueError naming the first value out of range or combination that cannot run."""
-  check(config.stage in STAGES, f"unknown stage {config.stage!r}; valid: {', '.join(STAGES)}")
+  stages = tuple(stage_registry.STAGES)
+  check(config.stage in stages, f"unknown stage {config.stage!r}; valid: {', '.join(stages)}")
   check(bool(config.workdir), "--workdir is required")
+  for section_check in (_check_data, _check_model, _check_optimizer, _check_distill,
+                        _check_distribute, _check_output, _check_long_tail, _check_stage):
+    section_check(config)
+
+
+def _check_data(config: Any) -> None:
   check(config.data.augmentation in AUGMENTATIONS,
         f"unknown augmentation {config.data.augmentation!r}; valid: {', '.join(AUGMENTATIONS)}")
   check(config.data.sampling_method in SAMPLING_METHODS,
@@ -35,6 +55,9 @@ def check_config(config: Config) -> None:
         f"randaugment_num_ops must be >= 1, got {config.data.randaugment_num_ops}")
   check(0 <= config.data.randaugment_magnitude <= 10,
         f"randaugment_magnitude must be in [0, 10], got {config.data.randaugment_magnitude}")
+
+
+def _check_model(config: Any) -> None:
   check(config.model.cosine_scale > 0,
         f"cosine_scale must be positive, got {config.model.cosine_scale}")
   check(config.model.head in HEADS,
@@ -42,20 +65,11 @@ def check_config(config: Config) -> None:
   check(config.model.backbone_learning_rate_multiplier >= 0,
         "backbone_learning_rate_multiplier must be >= 0, got "
         f"{config.model.backbone_learning_rate_multiplier}")
-  check(not config.model.init_from or config.stage in ("teacher", "student", "pipeline"),
-        f"--init_from initialises a trained backbone; --stage={config.stage} takes its "
-        "backbone from --backbone_from")
-  check(not config.model.student_backbone or config.stage == "pipeline",
-        "--student_backbone applies to --stage=pipeline (use --backbone for one run)")
-  check(not (config.distribute.sync_batchnorm and any(
-      name.startswith(PRESET_PREFIX)
-      for name in (config.model.backbone, config.model.student_backbone))),
-        "--sync_batchnorm applies to the built-in ResNets; a keras_hub backbone keeps its own "
-        "BatchNorm layers")
   check(config.model.head_norm_power is None or config.model.head_norm_power >= 0,
         f"head_norm_power must be >= 0, got {config.model.head_norm_power}")
-  check(config.long_tail.loss != "ldam" or config.model.head == "cosine",
-        "--loss=ldam needs --head=cosine (its margins are in cosine units)")
+
+
+def _check_optimizer(config: Any) -> None:
   check(config.optimizer.learning_rate > 0,
         f"learning_rate must be positive, got {config.optimizer.learning_rate}")
   check(0 <= config.optimizer.momentum < 1,
@@ -70,12 +84,23 @@ def check_config(config: Config) -> None:
   check(0 <= config.warmup_epochs < config.epochs,
         f"warmup of {config.warmup_epochs:g} epochs must be shorter than "
         f"--epochs={config.epochs}; set --"
-        f"{'decoupled_' if config.stage in STAGE_EPOCHS else ''}warmup_epochs")
+        f"{'decoupled_' if config.stage_entry.own_epochs else ''}warmup_epochs")
   check(config.optimizer.steps_per_epoch >= 0,
         f"steps_per_epoch must be >= 0, got {config.optimizer.steps_per_epoch}")
+
+
+def _check_distill(config: Any) -> None:
   check(0 <= config.distill.alpha <= 1,
         f"distill_alpha must be in [0, 1], got {config.distill.alpha}")
   check(config.distill.beta >= 0, f"distill_beta must be >= 0, got {config.distill.beta}")
+
+
+def _check_distribute(config: Any) -> None:
+  check(not (config.distribute.sync_batchnorm and any(
+      name.startswith(PRESET_PREFIX)
+      for name in (config.model.backbone, config.model.student_backbone))),
+        "--sync_batchnorm applies to the built-in ResNets; a keras_hub backbone keeps its own "
+        "BatchNorm layers")
   check(config.distribute.strategy in STRATEGIES, f"unknown strategy "
         f"{config.distribute.strategy!r}; valid: {', '.join(STRATEGIES)}")
   check(config.distribute.mixed_precision in MIXED_PRECISION,
@@ -86,6 +111,9 @@ def check_config(config: Config) -> None:
         f"checkpoint_every_steps must be >= 0, got {config.distribute.checkpoint_every_steps}")
   check(config.distribute.strategy != "tpu" or bool(config.distribute.tpu),
         "--strategy=tpu needs --tpu=ADDRESS (or 'local')")
+
+
+def _check_output(config: Any) -> None:
   check(config.output.log_every_steps > 0,
         f"log_every_steps must be positive, got {config.output.log_every_steps}")
   check(config.output.eval_every_epochs >= 0,
@@ -99,10 +127,13 @@ def check_config(config: Config) -> None:
         f"max_image_pixels must be >= 1, got {config.output.max_image_pixels}")
   check(config.output.max_request_images >= 1,
         f"max_request_images must be >= 1, got {config.output.max_request_images}")
+
+
+def _check_long_tail(config: Any) -> None:
+  check(config.long_tail.loss != "ldam" or config.model.head == "cosine",
+        "--loss=ldam needs --head=cosine (its margins are in cosine units)")
   check(config.long_tail.loss in LOSSES,
         f"unknown loss {config.long_tail.loss!r}; valid: {', '.join(LOSSES)}")
-  check(config.long_tail.loss == "ce" or config.stage == "teacher",
-        f"--loss={config.long_tail.loss} applies to --stage=teacher only, not {config.stage}")
   check(config.long_tail.focal_gamma >= 0,
         f"focal_gamma must be >= 0, got {config.long_tail.focal_gamma}")
   check(0 <= config.long_tail.class_balanced_beta < 1,
@@ -127,18 +158,45 @@ def check_config(config: Config) -> None:
         f"{config.long_tail.ncm_features!r}; valid: {', '.join(NCM_FEATURES)}")
   check(config.long_tail.ncm_distance in NCM_DISTANCES, f"unknown ncm_distance "
         f"{config.long_tail.ncm_distance!r}; valid: {', '.join(NCM_DISTANCES)}")
-  if config.stage in DECOUPLED_STAGES:
+
+
+def _check_stage(config: Any) -> None:
+  """What the stage's registry entry needs is given; a setting only other stages read is not."""
+  stage = config.stage_entry
+  if stage.needs == stage_registry.NEEDS_BACKBONE_RUN:
     check(bool(config.long_tail.backbone_from),
-          f"--stage={config.stage} needs --backbone_from=RUN_DIR (a finished teacher or student)")
-  if config.stage == "student":
+          f"--stage={config.stage} needs --backbone_from=RUN_DIR (a finished "
+          f"{' or '.join(stage_registry.backbone_source_stages())} run)")
+  if stage.needs == stage_registry.NEEDS_TEACHERS:
     check(bool(config.distill.teachers),
-          "--stage=student needs --teachers=RUN_DIR|keras_hub:PRESET[,...]")
-  if config.stage == "pipeline":
+          f"--stage={config.stage} needs --teachers=RUN_DIR|keras_hub:PRESET[,...]")
+  if stage.needs == stage_registry.NEEDS_TEACHER_SPECS:
     check(bool(config.distill.teacher_specs),
-          "--stage=pipeline needs --teacher_specs=augmentation:seed[,...]")
+          f"--stage={config.stage} needs --teacher_specs=augmentation:seed[,...]")
     names = [teacher_run_name(spec) for spec in config.distill.teacher_specs]
     check(len(set(names)) == len(names),
           f"--teacher_specs repeats a teacher: {','.join(config.distill.teacher_specs)}")
+  for flag, value, default in _flag_values(config):
+    readers = stage_registry.stages_reading(flag)
+    if readers and config.stage not in readers and flag not in SHARED_IN_FLAGFILES:
+      check(value == default, f"--{flag}={_shown(value)} applies to "
+            f"--stage={' / '.join(readers)}, not {config.stage}")
+
+
+def _flag_values(config: Any) -> Iterator[tuple[str, Any, Any]]:
+  """(flag, value, default) of every setting a flag sets."""
+  for field in dataclasses.fields(config):
+    value = getattr(config, field.name)
+    if dataclasses.is_dataclass(value):
+      for inner in dataclasses.fields(value):
+        if inner.metadata.get("flag"):
+          yield inner.metadata["flag"], getattr(value, inner.name), inner.default
+    elif field.metadata.get("flag"):
+      yield field.metadata["flag"], value, field.default
+
+
+def _shown(value: Any) -> str:
+  return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def _non_negative_number(value) -> bool:

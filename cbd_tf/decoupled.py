@@ -11,9 +11,9 @@ as classifier-balancing (facebookresearch) defines each stage.
             L2-normalised embedding (cl2n) and c its class means over the training split
             (evaluation preprocessing); --ncm_features / --ncm_distance choose others
 
-Each has its builder (build_crt, build_lws, build_tau_norm, build_ncm), which the stage
-registry (trainers.STAGES) names. cRT / LWS train --epochs, by default the stage's recipe
-(config.STAGE_EPOCHS: 10 / 5). With --decoupled_batchnorm=train the frozen backbone's
+Each has its builder (build_crt, build_lws, build_tau_norm, build_ncm), which its stage
+module (cbd_tf/stages/) calls. cRT / LWS train --decoupled_epochs, by default the stage's
+recipe (its registry entry's default_epochs: 10 / 5). With --decoupled_batchnorm=train the frozen backbone's
 BatchNorm layers normalise with the batch's statistics and update their moving statistics,
 as upstream's model.train() does under the frozen weights. Where the data set has a
 validation split, the epoch with the best validation top-1 is kept
@@ -27,7 +27,7 @@ tau = 1 is the trained head.
 
 `--backbone_from` names a finished teacher or CBD student run. The decoupled run writes a
 normal run directory whose config.json describes the rebuilt head (model.head_norm_power,
-model.class_scales; an ncm run's long_tail.ncm_*), so `run_dir.load_classifier` and
+model.class_scales; an ncm run's long_tail.ncm_*), so `run_models.load_classifier` and
 `python -m cbd_tf.evaluate` reload it.
 """
 
@@ -38,18 +38,17 @@ from typing import Iterable
 import numpy as np
 
 from cbd_tf import config as config_lib
-from cbd_tf import metrics, run_dir
+from cbd_tf import metrics, run_checks, run_models, stage_registry
 from cbd_tf.data import pipeline, sources
 from cbd_tf.models.classifier import Classifier
 
 TAU_SWEEP = metrics.TAU_SWEEP
-_BACKBONE_STAGES = ("teacher", "student")
 
 
 def check_backbone_run(directory: str, num_classes: int, image_size: int) -> None:
   """Raises ValueError unless `directory` is a finished teacher / student run fitting the data."""
-  run_dir.check_finished_run(directory, num_classes, image_size, role="backbone",
-                             stages=_BACKBONE_STAGES)
+  run_checks.check_finished_run(directory, num_classes, image_size, role="backbone",
+                             stages=stage_registry.backbone_source_stages())
 
 
 def check_tau_split(config: config_lib.Config, source: sources.Source) -> None:
@@ -129,9 +128,9 @@ def _on_frozen_backbone(config: config_lib.Config, source: sources.Source, batch
                         ) -> tuple[Classifier, config_lib.Config, Classifier]:
   """A classifier with the given head on the backbone run's frozen backbone (and
   projection), its config, and the trained backbone run's classifier."""
-  trained, source_config = run_dir.load_classifier(config.long_tail.backbone_from)
+  trained, source_config = run_models.load_classifier(config.long_tail.backbone_from)
   config = decoupled_config(config, source_config, head_norm_power, class_scales)
-  classifier = run_dir.build_classifier(config, source.num_classes,
+  classifier = run_models.build_classifier(config, source.num_classes,
                                         config.long_tail.backbone_from)
   copy_backbone(trained, classifier, batchnorm)
   return classifier, config, trained

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Sequence
 
@@ -44,13 +43,6 @@ def distillation_shares(student_features, teacher_features, widths: Sequence[int
           for s, t in zip(tf.split(student, widths, axis=-1), tf.split(teacher, widths, axis=-1))]
 
 
-def teacher_run_names(run_dirs: Sequence[str]) -> list[str]:
-  """Names for the per-teacher metrics: each teacher run directory's basename (vanilla_1,
-  ...), or the teachers' indices (0, 1, ...) if two basenames are the same."""
-  names = [os.path.basename(os.path.normpath(directory)) for directory in run_dirs]
-  return names if len(set(names)) == len(names) else [str(i) for i in range(len(names))]
-
-
 def _metric_names(teacher_names: Sequence[str] | None, count: int) -> list[str]:
   if teacher_names is None:
     return [str(i) for i in range(count)]
@@ -81,7 +73,7 @@ class CBDDistiller(train_step.TrainStepModel):
 
   Logs loss, loss_ce, loss_distill (the unweighted 1 - cos term), loss_weight_decay,
   accuracy, and loss_distill_<name> per teacher: its share of loss_distill (see
-  `distillation_shares`), named by `teacher_names` (e.g. teacher_run_names(run_dirs)) or by
+  `distillation_shares`), named by `teacher_names` (e.g. teachers.teacher_metric_names) or by
   the teacher's index.
   """
 

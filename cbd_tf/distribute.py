@@ -58,8 +58,10 @@ def _log(strategy: tf.distribute.Strategy) -> tf.distribute.Strategy:
   return strategy
 
 
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-  """Whether this process writes the run's files (always, unless multi-worker)."""
+def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
+  """Whether this process writes the run's files (always, unless multi-worker); `strategy`
+  defaults to the current one."""
+  strategy = strategy or tf.distribute.get_strategy()
   resolver = getattr(strategy, "cluster_resolver", None)
   if resolver is None or not resolver.cluster_spec().as_dict():
     return True

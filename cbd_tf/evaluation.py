@@ -16,7 +16,8 @@ import tensorflow as tf
 from absl import logging
 
 from cbd_tf import config as config_lib
-from cbd_tf import long_tail_losses, metrics, report, run_dir, serving
+from cbd_tf import long_tail_losses, metrics, report, run_checks, run_dir
+from cbd_tf import run_files, run_models, serving
 from cbd_tf.data import pipeline, sources
 
 
@@ -49,11 +50,11 @@ def evaluate_and_save(model, config: config_lib.Config, source: sources.Source,
     logging.warning("%d unreadable image files were skipped", source.num_skipped)
   # What a decoupled stage chose on the validation split (tau, best epoch), kept on re-evaluation.
   selection_path = os.path.join(config.workdir, run_dir.SELECTION)
-  if config.stage in config_lib.DECOUPLED_STAGES and os.path.exists(selection_path):
-    result.update(run_dir.read_json(selection_path))
+  if run_dir.SELECTION in config.stage_entry.run_files and os.path.exists(selection_path):
+    result.update(run_files.read_json(selection_path))
   if not write:
     return result
-  run_dir.write_json(os.path.join(config.workdir, run_dir.METRICS), result)
+  run_files.write_json(os.path.join(config.workdir, run_dir.METRICS), result)
   report.write_report(config.workdir, {config.stage: result}, source.train_counts,
                       f"{config.stage} on {config.data.dataset}: {config.workdir}")
   rows = {config.stage: result}
@@ -97,8 +98,8 @@ def matching_source(data: config_lib.DataConfig, train_counts, where: str) -> so
 
 def evaluate_run(directory: str) -> dict:
   """Rebuilds the run's classifier and data, evaluates, writes and returns the metrics."""
-  model, config = run_dir.load_classifier(directory)
-  source = matching_source(config.data, run_dir.read_classes(directory)[1], directory)
+  model, config = run_models.load_classifier(directory)
+  source = matching_source(config.data, run_files.read_classes(directory)[1], directory)
   return evaluate_and_save(model, config.replace(workdir=directory), source)
 
 
@@ -107,7 +108,7 @@ def evaluate_directory(directory: str) -> dict[str, dict]:
   finished before any is evaluated); prints a table of them for a pipeline."""
   runs = run_dir.run_directories(directory)
   for run in runs.values():
-    run_dir.check_trained(run)
+    run_checks.check_trained(run)
   results = {name: evaluate_run(run) for name, run in runs.items()}
   if len(results) > 1:
     print(f"\n{metrics.format_table(results)}")
@@ -122,8 +123,8 @@ def run_posthoc_tau(directory: str, tau_setting=None) -> float:
     config = config.replace(long_tail={"posthoc_tau": str(tau_setting)}).validate()
   if str(config.long_tail.posthoc_tau) != config_lib.POSTHOC_TAU_ON_VAL:
     return float(config.long_tail.posthoc_tau)
-  model, _ = run_dir.load_classifier(directory)
-  source = matching_source(config.data, run_dir.read_classes(directory)[1], directory)
+  model, _ = run_models.load_classifier(directory)
+  source = matching_source(config.data, run_files.read_classes(directory)[1], directory)
   return posthoc_tau(model, config, source)[0]
 
 

@@ -69,7 +69,7 @@ class LongTailConfig:
       "frozen", "decoupled_batchnorm", "--stage=crt / lws: frozen (the backbone's BatchNorm in "
       "inference mode) | train (its statistics follow the class-balanced batches, weights "
       "frozen, as classifier-balancing).", choices=DECOUPLED_BATCHNORM)
-  # None: the stage's recipe (STAGE_EPOCHS).
+  # None: the stage's recipe (stage_registry: default_epochs).
   decoupled_epochs: int | None = setting(
       None, "decoupled_epochs", "Epochs of --stage=crt / lws. Not given: classifier-balancing's "
       "ImageNet-LT recipes, 10 for crt and 5 for lws (iNaturalist's cRT: 30).")

@@ -21,7 +21,7 @@ import h5py
 import keras
 
 from cbd_tf import config as config_lib
-from cbd_tf import run_dir, teachers
+from cbd_tf import run_checks, run_dir, run_models, teachers
 from cbd_tf.models import keras_hub_backbone
 from cbd_tf.models.classifier import Classifier
 from cbd_tf.models.keras_hub_backbone import KerasHubBackbone
@@ -31,13 +31,13 @@ def build_starting_classifier(config: config_lib.Config, num_classes: int,
                               write: bool = True) -> Classifier:
   """The classifier a teacher or student run trains, its backbone at its starting weights.
   `write`: keep a preset's backbone in the run directory (the chief's job)."""
-  classifier = run_dir.build_classifier(config, num_classes, config.workdir)
+  classifier = run_models.build_classifier(config, num_classes, config.workdir)
   if isinstance(classifier.backbone, KerasHubBackbone):
     kept = os.path.join(config.workdir, run_dir.PRETRAINED_BACKBONE)
     if os.path.exists(kept):
       classifier.backbone.load_weights(kept)
     elif write:
-      run_dir.keep_pretrained_backbone(classifier.backbone, config.workdir)
+      run_models.keep_pretrained_backbone(classifier.backbone, config.workdir)
   if config.model.init_from:
     load_backbone_weights(classifier.backbone, config.model.init_from)
   return classifier
@@ -48,7 +48,7 @@ def fetch_presets(student: config_lib.Config) -> None:
   any teacher trains, so a preset that cannot be downloaded stops the pipeline first."""
   if (keras_hub_backbone.is_preset(student.model.backbone)
       and not os.path.exists(os.path.join(student.workdir, run_dir.PRETRAINED_BACKBONE))):
-    run_dir.keep_pretrained_backbone(
+    run_models.keep_pretrained_backbone(
         KerasHubBackbone.from_preset(keras_hub_backbone.preset_of(student.model.backbone)),
         student.workdir)
   teachers.load_teachers([t for t in student.distill.teachers
@@ -58,7 +58,7 @@ def fetch_presets(student: config_lib.Config) -> None:
 def check_init_from(path: str) -> None:
   """ValueError before any work if --init_from names nothing loadable."""
   if os.path.isdir(path):
-    run_dir.check_trained(path)
+    run_checks.check_trained(path)
   elif not os.path.isfile(path):
     raise ValueError(f"--init_from={path!r}: no such file or directory")
   elif not path.endswith((".keras", ".weights.h5")):
@@ -74,7 +74,7 @@ def load_backbone_weights(backbone: keras.layers.Layer, path: str) -> None:
     _load_weights_file(backbone, path)
     return
   if os.path.isdir(path):
-    donor = run_dir.load_classifier(path)[0].backbone
+    donor = run_models.load_classifier(path)[0].backbone
   else:
     model = keras.models.load_model(path, compile=False)
     donor = model.backbone if isinstance(model, Classifier) else model

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from cbd_tf import run_dir
+from cbd_tf import run_dir, run_files
 
 
 class TrainingState:
@@ -44,7 +44,7 @@ class TrainingState:
   def restore(self) -> int:
     """Loads the newest readable checkpoint, if there is one; returns the step training
     resumes at. A damaged checkpoint (truncated by a crash, overwritten) is skipped with a
-    warning naming it; if checkpoints exist and none reads, run_dir.RunFault: never a
+    warning naming it; if checkpoints exist and none reads, run_files.RunFault: never a
     silent restart from step 0."""
     state = tf.train.get_checkpoint_state(self.restore_directory)
     candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
@@ -58,12 +58,12 @@ class TrainingState:
       logging.info("resuming from step %d (%s)", self.step, path)
       return self.step
     if candidates:
-      raise run_dir.RunFault(f"no checkpoint in {self.restore_directory} is readable "
+      raise run_files.RunFault(f"no checkpoint in {self.restore_directory} is readable "
                        f"({', '.join(candidates)}); move the directory away to start over")
     return self.step
 
   def save(self) -> None:
-    """Saves the state at the current step; run_dir.WriteError naming the directory if it
+    """Saves the state at the current step; run_files.WriteError naming the directory if it
     cannot (the previous checkpoint stays usable: the index is renamed into place last)."""
     if self.manager.latest_checkpoint == os.path.join(self.manager.directory,
                                                       f"ckpt-{self.step}"):
@@ -72,7 +72,7 @@ class TrainingState:
       self.manager.save(checkpoint_number=self.step)
     except (OSError, tf.errors.OpError) as error:
       message = getattr(error, "strerror", None) or getattr(error, "message", None) or error
-      raise run_dir.WriteError(
+      raise run_files.WriteError(
           f"could not save the training state to {self.manager.directory}: "
           f"{str(message).splitlines()[0]}; the previous checkpoint "
           f"{self.manager.latest_checkpoint} is kept") from None

@@ -18,10 +18,10 @@ import time
 
 from absl import logging
 
-from cbd_tf import run_dir
+from cbd_tf import run_dir, run_files
 
 
-class RunDirectoryInUse(run_dir.RunFault):
+class RunDirectoryInUse(run_files.RunFault):
   """Another live process trains in this run directory."""
 
 

@@ -28,7 +28,8 @@ import tensorflow as tf
 from absl import logging
 
 from cbd_tf import config as config_lib
-from cbd_tf import long_tail_losses, run_dir, serving_warmup
+from cbd_tf import long_tail_losses, run_checks, run_dir, run_files
+from cbd_tf import run_models, serving_warmup
 from cbd_tf.data import augment, image_header
 
 
@@ -117,7 +118,7 @@ def export_saved_model(classifier, export_dir: str, class_names, train_counts,
         os.path.join(asset_dir, run_dir.CONFIG_ASSET))
     limits = {"max_image_pixels": config.output.max_image_pixels,
               "max_request_images": config.output.max_request_images}
-    run_dir.write_json(os.path.join(asset_dir, run_dir.SERVING_ASSET),
+    run_files.write_json(os.path.join(asset_dir, run_dir.SERVING_ASSET),
                        {**limits, "posthoc_tau": posthoc_tau})
     module = ServingModule(classifier, class_names, config.data, top_k, asset_dir, **limits,
                            logit_offset=posthoc_tau * long_tail_losses.log_prior(train_counts))
@@ -159,14 +160,14 @@ def export_run(directory: str, export_dir: str, top_k: int = 5,
                posthoc_tau: float = 0.0) -> str:
   """Exports the classifier of the finished run `directory` with these serving limits and
   post-hoc adjustment (evaluation.run_posthoc_tau resolves --posthoc_tau); returns the path."""
-  run_dir.check_trained(directory)
+  run_checks.check_trained(directory)
   for name, value in (("top_k", top_k), ("max_image_pixels", max_image_pixels),
                       ("max_request_images", max_request_images)):
     if value < 1:
       raise ValueError(f"--{name} must be >= 1, got {value}")
-  model, config = run_dir.load_classifier(directory)
+  model, config = run_models.load_classifier(directory)
   config = config.replace(output={"max_image_pixels": max_image_pixels,
                                   "max_request_images": max_request_images})
-  class_names, train_counts = run_dir.read_classes(directory)
+  class_names, train_counts = run_files.read_classes(directory)
   return export_saved_model(model, export_dir, class_names, train_counts, config, top_k,
                             serving_warmup.kept_images(directory), posthoc_tau)

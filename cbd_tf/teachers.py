@@ -12,7 +12,7 @@ from typing import Sequence
 
 import keras
 
-from cbd_tf import run_dir
+from cbd_tf import run_checks, run_dir, run_files, run_models
 from cbd_tf.models import keras_hub_backbone
 from cbd_tf.models.keras_hub_backbone import KerasHubBackbone
 
@@ -38,6 +38,13 @@ def teacher_name(teacher: str) -> str:
   return re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(os.path.normpath(teacher)))
 
 
+def teacher_metric_names(teachers: Sequence[str]) -> list[str]:
+  """Names for the per-teacher metrics: each teacher's name (vanilla_1, dinov2_base, ...), or
+  the teachers' indices (0, 1, ...) if two names are the same."""
+  names = [teacher_name(teacher) for teacher in teachers]
+  return names if len(set(names)) == len(names) else [str(i) for i in range(len(names))]
+
+
 def check_teachers(teachers: Sequence[str], num_classes: int, image_size: int,
                    student_dir: str = "") -> None:
   """Raises ValueError before training if a teacher run is unfinished or does not fit the
@@ -48,7 +55,7 @@ def check_teachers(teachers: Sequence[str], num_classes: int, image_size: int,
       if not (student_dir and os.path.exists(architecture)):
         keras_hub_backbone.check_preset(keras_hub_backbone.preset_of(teacher))
     else:
-      run_dir.check_finished_run(teacher, num_classes, image_size, role="teacher")
+      run_checks.check_finished_run(teacher, num_classes, image_size, role="teacher")
 
 
 def load_teachers(teachers: Sequence[str], student_dir: str = "",
@@ -61,7 +68,7 @@ def load_teachers(teachers: Sequence[str], student_dir: str = "",
     if keras_hub_backbone.is_preset(teacher):
       loaded.append(PresetTeacher(_preset_backbone(teacher, student_dir, write)))
       continue
-    model, _ = run_dir.load_classifier(teacher)
+    model, _ = run_models.load_classifier(teacher)
     model.trainable = False
     loaded.append(model)
   return loaded
@@ -70,9 +77,9 @@ def load_teachers(teachers: Sequence[str], student_dir: str = "",
 def _preset_backbone(teacher: str, student_dir: str, write: bool) -> keras.layers.Layer:
   architecture, weights = run_dir.preset_teacher_files(student_dir, teacher_name(teacher))
   if student_dir and os.path.exists(architecture):
-    return run_dir.load_layer(architecture, weights)
+    return run_files.load_layer(architecture, weights)
   backbone = KerasHubBackbone.from_preset(keras_hub_backbone.preset_of(teacher))
   if student_dir and write:
     os.makedirs(os.path.dirname(architecture), exist_ok=True)
-    run_dir.save_layer(backbone, architecture, weights)
+    run_files.save_layer(backbone, architecture, weights)
   return backbone

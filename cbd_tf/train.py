@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from cbd_tf import flags, run_dir, stages
+from cbd_tf import flags, run_files, training
 
 
 def main(argv: list[str]) -> None:
@@ -17,13 +17,13 @@ def main(argv: list[str]) -> None:
   try:
     config = flags.config_from_flags()
     config.validate()
-    source, strategy = stages.prepare_process(config)
+    source, strategy = training.prepare_process(config)
   except ValueError as error:
     sys.exit(f"cbd_tf.train: error: {error}")
   # Past the checks, a ValueError is a bug and keeps its traceback.
   try:
-    stages.run(config, source, strategy)
-  except (FloatingPointError, run_dir.RunFault) as error:
+    training.run(config, source, strategy)
+  except (FloatingPointError, run_files.RunFault) as error:
     sys.exit(f"cbd_tf.train: error: {error}")
 
 

@@ -3,7 +3,7 @@ import os
 import pytest
 
 from cbd_tf import config as config_lib
-from cbd_tf import stages
+from cbd_tf import training
 from tests import fakes, helpers
 
 
@@ -23,7 +23,7 @@ def base_config(tmp_path, **changes):
 ])
 def test_validate_run_rejects(tmp_path, changes, message):
   with pytest.raises(ValueError, match=message.replace("[", r"\[")):
-    stages.validate_run(base_config(tmp_path, **changes))
+    training.validate_run(base_config(tmp_path, **changes))
 
 
 def test_teacher_without_final_weights(tmp_path):
@@ -31,28 +31,28 @@ def test_teacher_without_final_weights(tmp_path):
   os.remove(os.path.join(directory, "final.weights.h5"))
   config = base_config(tmp_path, stage="student", distill={"teachers": (directory,)})
   with pytest.raises(ValueError, match="has no final.weights.h5"):
-    stages.validate_run(config)
+    training.validate_run(config)
 
 
 def test_teacher_with_other_class_count(tmp_path):
   directory = fakes.fake_run(str(tmp_path / "teacher"), num_classes=3)
   config = base_config(tmp_path, stage="student", distill={"teachers": (directory,)})
   with pytest.raises(ValueError, match="has 3 classes, the data has 10"):
-    stages.validate_run(config)
+    training.validate_run(config)
 
 
 def test_teacher_with_other_image_size(tmp_path):
   directory = fakes.fake_run(str(tmp_path / "teacher"), image_size=32)
   config = base_config(tmp_path, stage="student", distill={"teachers": (directory,)})
   with pytest.raises(ValueError, match="takes 32px images, the student 28px"):
-    stages.validate_run(config)
+    training.validate_run(config)
 
 
 def test_unwritable_workdir(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("")
   with pytest.raises(ValueError, match="is not writable"):
-    stages.validate_run(base_config(tmp_path, workdir=str(blocker / "run")))
+    training.validate_run(base_config(tmp_path, workdir=str(blocker / "run")))
 
 
 @pytest.mark.slow  # three CLI processes

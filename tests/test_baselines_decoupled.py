@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 
 from cbd_tf import config as config_lib
-from cbd_tf import decoupled, evaluation, run_dir, serving, stages
+from cbd_tf import decoupled, evaluation, run_dir, run_files, run_models
+from cbd_tf import serving, training
 from cbd_tf.models import heads
 from tests import helpers
 
@@ -240,14 +241,14 @@ def _tiny_config(workdir, **changes):
 def linear_teacher(tmp_path_factory):
   root = tmp_path_factory.mktemp("baselines")
   teacher = _tiny_config(root / "teacher")
-  stages.run(teacher)
+  training.run(teacher)
   return teacher.workdir, root
 
 
 @pytest.mark.slow
 def test_linear_teacher_reloads_and_exports(linear_teacher, tmp_path):
   teacher_dir, _ = linear_teacher
-  model, saved = run_dir.load_classifier(teacher_dir)
+  model, saved = run_models.load_classifier(teacher_dir)
   assert saved.model.head == "linear" and isinstance(model.head, heads.LinearClassifier)
   assert saved.model.head_norm_power is None and np.any(model.head.bias.numpy() != 0)
   images, _ = helpers.tiny_batch(4, 16)
@@ -261,12 +262,12 @@ def test_linear_teacher_reloads_and_exports(linear_teacher, tmp_path):
 def test_tau_norm_sweeps_on_validation_and_reloads(linear_teacher):
   teacher_dir, root = linear_teacher
   config = _tiny_config(root / "tau", stage="tau_norm", long_tail={"backbone_from": teacher_dir})
-  result = stages.run(config)
+  result = training.run(config)
   sweep = result["tau_sweep"]
   assert list(sweep) == [f"{t:g}" for t in np.linspace(0, 2, 21).round(1)]
   best = max(sweep, key=lambda t: (sweep[t]["mean_class_accuracy"], -float(t)))
   assert result["tau"] == float(best) and result["tau_chosen_on"] == "val"
-  model, saved = run_dir.load_classifier(config.workdir)
+  model, saved = run_models.load_classifier(config.workdir)
   assert saved.model.head_norm_power == result["tau"] == saved.long_tail.tau
   assert saved.stage == "tau_norm" and model.head.norm_power == result["tau"]
   # The sweep was scored on the validation split: the chosen tau's entry is val's metrics.
@@ -283,15 +284,15 @@ def test_tau_norm_without_tau_and_without_validation_split_fails_first(tmp_path)
   backbone = _tiny_config(tmp_path / "teacher", data={"dataset": "mnist_lt"})
   os.makedirs(backbone.workdir)
   backbone.save(os.path.join(backbone.workdir, run_dir.CONFIG))
-  run_dir.write_classes(backbone.workdir, [str(c) for c in range(10)], [1] * 10)
+  run_files.write_classes(backbone.workdir, [str(c) for c in range(10)], [1] * 10)
   h5py.File(os.path.join(backbone.workdir, run_dir.FINAL_WEIGHTS), "w").close()
   config = backbone.replace(workdir=str(tmp_path / "tau"), stage="tau_norm",
                             long_tail={"backbone_from": backbone.workdir})
   with pytest.raises(ValueError, match="without --tau picks tau on a validation split, and "
                                        "mnist_lt has none; give --tau"):
-    stages.run(config)
+    training.run(config)
   assert not os.path.exists(os.path.join(config.workdir, run_dir.CONFIG))
-  stages.validate_run(config.replace(long_tail={"tau": 1.0}))  # an explicit tau needs none
+  training.validate_run(config.replace(long_tail={"tau": 1.0}))  # an explicit tau needs none
 
 
 @pytest.mark.slow
@@ -300,7 +301,7 @@ def test_lws_keeps_the_best_validation_epoch_with_training_batchnorm(linear_teac
   config = _tiny_config(root / "lws", stage="lws", optimizer={"steps_per_epoch": 1},
                         long_tail={"backbone_from": teacher_dir, "decoupled_batchnorm": "train",
                                    "decoupled_epochs": None})
-  result = stages.run(config)
+  result = training.run(config)
   saved = config_lib.Config.load(os.path.join(config.workdir, run_dir.CONFIG))
   assert saved.optimizer.epochs == 5  # LWS's recipe, written out
   by_epoch = result["val_top1_by_epoch"]
@@ -310,8 +311,8 @@ def test_lws_keeps_the_best_validation_epoch_with_training_batchnorm(linear_teac
   # The saved classifier is that epoch's: its validation top-1 is the recorded one.
   assert result["val"]["top1"] == pytest.approx(by_epoch[str(best)])
   assert len([n for n in os.listdir(config.workdir) if n.startswith("best_epoch_")]) == 1
-  trained, _ = run_dir.load_classifier(teacher_dir)
-  model, _ = run_dir.load_classifier(config.workdir)
+  trained, _ = run_models.load_classifier(teacher_dir)
+  model, _ = run_models.load_classifier(config.workdir)
   moving, learned = _batchnorm_variables(model)
   trained_moving, trained_learned = _batchnorm_variables(trained)
   for after, before in zip(learned, trained_learned):
@@ -328,8 +329,8 @@ def test_ncm_default_is_cl2n_euclidean_and_reloads(linear_teacher):
   teacher_dir, root = linear_teacher
   config = _tiny_config(root / "ncm", stage="ncm", long_tail={"backbone_from": teacher_dir},
                         output={"export_dir": str(root / "ncm_export")})
-  result = stages.run(config)
-  model, saved = run_dir.load_classifier(config.workdir)
+  result = training.run(config)
+  model, saved = run_models.load_classifier(config.workdir)
   assert isinstance(model.head, heads.NCMClassifier)
   assert (model.head.features, model.head.distance) == ("cl2n", "euclidean")
   assert not np.allclose(model.head.feature_mean.numpy(), 0.0)

@@ -1,10 +1,10 @@
-"""Decoupled classifiers on fixed features, and every stage through stages.run on tiny runs."""
+"""Decoupled classifiers on fixed features, and every stage through training.run on tiny runs."""
 
 import numpy as np
 import pytest
 
 from cbd_tf import config as config_lib
-from cbd_tf import decoupled, evaluation, metrics, run_dir, stages
+from cbd_tf import decoupled, evaluation, metrics, run_models, training
 from cbd_tf.models import heads
 from tests import helpers
 
@@ -102,10 +102,10 @@ def trained_runs(tmp_path_factory):
   """A teacher trained with LDAM-DRW (the loss-stage smoke run) and a CBD student on it."""
   root = tmp_path_factory.mktemp("decoupled")
   teacher = _tiny_config(root / "teacher", long_tail={"loss": "ldam", "drw_epoch": 0})
-  stages.run(teacher)
+  training.run(teacher)
   student = _tiny_config(root / "student", stage="student",
                          distill={"teachers": (teacher.workdir,)})
-  stages.run(student)
+  training.run(student)
   return teacher.workdir, student.workdir, root
 
 
@@ -114,7 +114,7 @@ def crt_run(trained_runs):
   """A finished cRT run on the student, for the tests that need one as input."""
   _, student_dir, root = trained_runs
   config = _tiny_config(root / "crt_input", stage="crt", long_tail={"backbone_from": student_dir})
-  stages.run(config)
+  training.run(config)
   return config.workdir
 
 
@@ -130,10 +130,10 @@ def test_decoupled_stage_keeps_backbone_and_reloads(trained_runs, stage, backbon
   source_dir = teacher_dir if backbone == "teacher" else student_dir
   config = _tiny_config(root / stage, stage=stage, long_tail={"backbone_from": source_dir,
                                                               "tau": 0.5})
-  result = stages.run(config)
+  result = training.run(config)
   assert {"top1", "many", "medium", "few", "ece", "per_class"} <= set(result)
-  trained, _ = run_dir.load_classifier(source_dir)
-  model, saved = run_dir.load_classifier(config.workdir)
+  trained, _ = run_models.load_classifier(source_dir)
+  model, saved = run_models.load_classifier(config.workdir)
   assert saved.stage == stage and saved.model.backbone == "resnet8"
   for before, after in zip(_weights(trained.backbone), _weights(model.backbone)):
     np.testing.assert_array_equal(before, after)
@@ -151,7 +151,7 @@ def test_decoupled_stage_keeps_backbone_and_reloads(trained_runs, stage, backbon
   if stage == "tau_norm":
     assert saved.model.head_norm_power == 0.5
   # The reloaded run reproduces its metrics, as `python -m cbd_tf.evaluate` does.
-  source = stages.validate_run(saved)
+  source = training.validate_run(saved)
   again = evaluation.evaluate_and_save(model, saved, source)
   assert again["top1"] == pytest.approx(result["top1"])
 
@@ -161,10 +161,10 @@ def test_posthoc_tau_is_applied_at_evaluation_and_on_reload(trained_runs):
   teacher_dir, _, root = trained_runs
   config = _tiny_config(root / "posthoc", stage="tau_norm",
                         long_tail={"backbone_from": teacher_dir, "tau": 1.0, "posthoc_tau": 1.0})
-  result = stages.run(config)
-  model, saved = run_dir.load_classifier(config.workdir)
+  result = training.run(config)
+  model, saved = run_models.load_classifier(config.workdir)
   assert saved.long_tail.posthoc_tau == 1.0
-  again = evaluation.evaluate_and_save(model, saved, stages.validate_run(saved))
+  again = evaluation.evaluate_and_save(model, saved, training.validate_run(saved))
   assert again["per_class"] == pytest.approx(result["per_class"])
 
 
@@ -173,10 +173,10 @@ def test_decoupled_stage_needs_a_finished_backbone(tmp_path, crt_run):
   with pytest.raises(ValueError, match="needs --backbone_from"):
     _tiny_config(tmp_path, stage="crt").validate()
   with pytest.raises(ValueError, match="has no config.json"):
-    stages.validate_run(_tiny_config(tmp_path / "a", stage="lws",
+    training.validate_run(_tiny_config(tmp_path / "a", stage="lws",
                                      long_tail={"backbone_from": str(tmp_path)}))
   with pytest.raises(ValueError, match="is a crt run; valid: a finished teacher or student"):
-    stages.validate_run(_tiny_config(tmp_path / "b", stage="ncm",
+    training.validate_run(_tiny_config(tmp_path / "b", stage="ncm",
                                      long_tail={"backbone_from": crt_run}))
   with pytest.raises(ValueError, match="--loss=focal applies to --stage=teacher only"):
     _tiny_config(tmp_path, stage="student", distill={"teachers": ("x",)},

@@ -3,7 +3,7 @@ import pytest
 import keras
 import tensorflow as tf
 
-from cbd_tf import callbacks, distiller, losses
+from cbd_tf import callbacks, distiller, losses, teachers
 from tests import helpers
 
 
@@ -84,9 +84,9 @@ def test_one_distillation_loss_per_teacher_sums_to_the_total(tmp_path):
 
 
 def test_teacher_names_are_run_basenames_or_indices():
-  assert distiller.teacher_run_names(["runs/p/teachers/vanilla_1", "/x/augmented_2/"]) == [
+  assert teachers.teacher_metric_names(["runs/p/teachers/vanilla_1", "/x/augmented_2/"]) == [
       "vanilla_1", "augmented_2"]
-  assert distiller.teacher_run_names(["a/teacher", "b/teacher"]) == ["0", "1"]
+  assert teachers.teacher_metric_names(["a/teacher", "b/teacher"]) == ["0", "1"]
   with pytest.raises(ValueError, match="distinct"):
     build_distiller(teacher_names=["vanilla_1", "vanilla_1"])
   with pytest.raises(ValueError, match="1 teacher names for 2 teachers"):

@@ -2,6 +2,7 @@
 device, on 2 logical CPUs under MirroredStrategy, and on 2 local worker processes under
 MultiWorkerMirroredStrategy (synchronised BatchNorm, same seed and global batch)."""
 
+from cbd_tf import run_models
 import json
 import os
 import socket
@@ -43,8 +44,7 @@ def free_ports(count):
 
 
 def weights(run_directory):
-  from cbd_tf import run_dir  # pylint: disable=import-outside-toplevel
-  model, _ = run_dir.load_classifier(run_directory)
+  model, _ = run_models.load_classifier(run_directory)
   return [w.numpy() for w in model.weights]
 
 

@@ -1,5 +1,6 @@
 """The smoke pipeline through the command line: both stages, evaluation, re-run, API."""
 
+from cbd_tf import run_models, training
 import json
 import os
 
@@ -58,15 +59,14 @@ def test_evaluate_cli_reproduces_metrics(pipeline_dir):
 
 def test_student_stage_from_teacher_dirs_and_python_api(pipeline_dir, tmp_path):
   from cbd_tf import config as config_lib  # pylint: disable=import-outside-toplevel
-  from cbd_tf import run_dir, stages  # pylint: disable=import-outside-toplevel
   workdir, _ = pipeline_dir
   teachers = tuple(os.path.join(workdir, "teachers", n) for n in ("vanilla_1", "jitter_1"))
   student_config = config_lib.Config.load(os.path.join(workdir, "student", "config.json"))
   config = student_config.replace(workdir=str(tmp_path / "student"), distill={"teachers": teachers[:1]},
                                   model={"projection_dim": 0})
-  result = stages.run(config)
+  result = training.run(config)
   assert result["num_test"] == 1000
-  model, saved = run_dir.load_classifier(config.workdir)
+  model, saved = run_models.load_classifier(config.workdir)
   assert saved.model.projection_dim == 64
   images = np.zeros((2, 16, 16, 3), np.float32)
   assert model(images).shape == (2, 10)

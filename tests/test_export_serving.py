@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from cbd_tf import config as config_lib
-from cbd_tf import serving, serving_warmup
+from cbd_tf import run_files, run_models, serving, serving_warmup, training
 from cbd_tf.data import image_header
 from cbd_tf.data.source_types import Split
 from tests import fakes, helpers
@@ -159,15 +159,15 @@ def test_export_bakes_the_posthoc_adjustment_into_the_probabilities(tmp_path):
 
 @pytest.mark.slow
 def test_posthoc_tau_val_is_chosen_on_validation_and_the_export_evaluates_as_the_model(tmp_path):
-  from cbd_tf import evaluation, run_dir, stages  # pylint: disable=import-outside-toplevel
+  from cbd_tf import evaluation  # pylint: disable=import-outside-toplevel
   config = helpers.config_from_argv(
       "--flagfile=configs/smoke.flags", "--stage=teacher", "--dataset=mnist_pairs_lt",
       "--eval_every_epochs=0", "--posthoc_tau=val", f"--workdir={tmp_path / 'run'}")
-  trained = stages.run(config)
+  trained = training.run(config)
   # The sweep, written out: logits on the validation split minus tau * log prior for tau in
   # 0, 0.1, ..., 2; the best mean per-class accuracy (ties: the smaller tau).
-  model, _ = run_dir.load_classifier(config.workdir)
-  source = evaluation.matching_source(config.data, run_dir.read_classes(config.workdir)[1], "")
+  model, _ = run_models.load_classifier(config.workdir)
+  source = evaluation.matching_source(config.data, run_files.read_classes(config.workdir)[1], "")
   from cbd_tf.data import pipeline  # pylint: disable=import-outside-toplevel
   batches = list(pipeline.build_eval_dataset(source.val, config.data))
   logits = np.concatenate([np.asarray(model(x)) for x, _ in batches])

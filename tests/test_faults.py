@@ -9,12 +9,11 @@ import socket
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
-from cbd_tf import resume, run_dir, run_lock, stages
-from tests import fakes, helpers
+from cbd_tf import resume, run_files, run_lock, run_models, training
+from tests import helpers
 
 SMOKE = ("--flagfile=configs/smoke.flags", "--stage=teacher", "--eval_every_epochs=0",
          "--checkpoint_every_steps=1")
@@ -50,7 +49,7 @@ def test_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path, caplog):
   os.makedirs(workdir)
   with open(workdir / "writer.lock", "w") as f:
     json.dump({"pid": dead_pid(), "host": socket.gethostname(), "started": "earlier"}, f)
-  stages.run(teacher_config(tmp_path, epochs=1))
+  training.run(teacher_config(tmp_path, epochs=1))
   assert any("taking over" in r.getMessage() and "is gone" in r.getMessage()
              for r in caplog.records)
   assert os.path.exists(workdir / "final.weights.h5")
@@ -72,34 +71,34 @@ def checkpoint_paths(directory):
 
 def test_damaged_newest_checkpoint_resumes_from_the_one_before(tmp_path, caplog):
   config = teacher_config(tmp_path)
-  stages.run(config)
+  training.run(config)
   older, newest = checkpoint_paths(config.workdir)
   for name in ("final.weights.h5", "metrics.json"):
     os.remove(os.path.join(config.workdir, name))
   data_file = tf.io.gfile.glob(newest + ".data-*")[0]
   with open(data_file, "r+b") as f:
     f.truncate(os.path.getsize(data_file) // 2)
-  model = run_dir.build_classifier(config, 10)
-  optimizer = stages._build_optimizer(config, 2)  # pylint: disable=protected-access
+  model = run_models.build_classifier(config, 10)
+  optimizer = training._build_optimizer(config, 2)  # pylint: disable=protected-access
   optimizer.build(model.trainable_variables)
   step = resume.TrainingState(config.workdir, config.workdir, model, optimizer).restore()
   assert step == int(older.rsplit("-", 1)[1]) == 3
   warnings = [r.getMessage() for r in caplog.records if "is damaged, skipped" in r.getMessage()]
   assert len(warnings) == 1 and newest in warnings[0]
-  stages.run(config.replace(optimizer={"epochs": 3}))  # and the run goes on from there
+  training.run(config.replace(optimizer={"epochs": 3}))  # and the run goes on from there
   assert os.path.exists(os.path.join(config.workdir, "final.weights.h5"))
 
 
 def test_no_readable_checkpoint_stops_instead_of_restarting(tmp_path):
   config = teacher_config(tmp_path)
-  stages.run(config)
+  training.run(config)
   os.remove(os.path.join(config.workdir, "final.weights.h5"))
   for path in checkpoint_paths(config.workdir):
     for data_file in tf.io.gfile.glob(path + ".data-*"):
       with open(data_file, "wb") as f:
         f.write(b"x")
-  with pytest.raises(run_dir.RunFault, match=r"no checkpoint in .*checkpoints is readable"):
-    stages.run(config)
+  with pytest.raises(run_files.RunFault, match=r"no checkpoint in .*checkpoints is readable"):
+    training.run(config)
 
 
 @pytest.mark.parametrize("error_number", [errno.ENOSPC, errno.EROFS])
@@ -115,8 +114,8 @@ def test_failed_save_keeps_the_previous_checkpoint_and_names_the_path(tmp_path, 
       raise OSError(error_number, os.strerror(error_number))
     return original(manager, *args, **kwargs)
   monkeypatch.setattr(tf.train.CheckpointManager, "save", failing_save)
-  with pytest.raises(run_dir.WriteError) as raised:
-    stages.run(config)
+  with pytest.raises(run_files.WriteError) as raised:
+    training.run(config)
   message = str(raised.value)
   assert message.startswith(f"could not save the training state to "
                             f"{os.path.join(config.workdir, 'checkpoints')}: "
@@ -125,31 +124,31 @@ def test_failed_save_keeps_the_previous_checkpoint_and_names_the_path(tmp_path, 
   state = tf.train.get_checkpoint_state(os.path.join(config.workdir, "checkpoints"))
   assert state.model_checkpoint_path.endswith("ckpt-1")
   assert not os.path.exists(os.path.join(config.workdir, "writer.lock"))
-  stages.run(config)  # the kept checkpoint resumes
+  training.run(config)  # the kept checkpoint resumes
   assert os.path.exists(os.path.join(config.workdir, "final.weights.h5"))
 
 
 def test_failed_final_save_keeps_the_final_weights_there(tmp_path, monkeypatch):
   config = teacher_config(tmp_path, epochs=1)
-  stages.run(config)
+  training.run(config)
   final = os.path.join(config.workdir, "final.weights.h5")
   before = open(final, "rb").read()
 
   def disk_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-  model, _ = run_dir.load_classifier(config.workdir)
+  model, _ = run_models.load_classifier(config.workdir)
   monkeypatch.setattr(type(model), "save_weights", disk_full)
-  with pytest.raises(run_dir.WriteError, match=f"could not write {final}: No space left"):
-    run_dir.save_final_weights(model, config.workdir)
+  with pytest.raises(run_files.WriteError, match=f"could not write {final}: No space left"):
+    run_files.save_final_weights(model, config.workdir)
   assert open(final, "rb").read() == before
-  run_dir.check_weights_file(final)
+  run_files.check_weights_file(final)
 
 
 @pytest.mark.parametrize("damaged", ["final.weights.h5", "config.json"])
 @pytest.mark.parametrize("stage", ["student", "crt"])
 def test_damaged_teacher_or_backbone_run_stops_before_training(tmp_path, damaged, stage):
   teacher = teacher_config(tmp_path, epochs=1, name="teacher")
-  stages.run(teacher)
+  training.run(teacher)
   path = os.path.join(teacher.workdir, damaged)
   with open(path, "r+b") as f:
     f.truncate(os.path.getsize(path) // 2)
@@ -158,14 +157,14 @@ def test_damaged_teacher_or_backbone_run_stops_before_training(tmp_path, damaged
   config = helpers.config_from_argv(*SMOKE, f"--stage={stage}", uses,
                                     f"--workdir={tmp_path / stage}")
   with pytest.raises(ValueError, match=f"^{path} is damaged: "):
-    stages.validate_run(config)
+    training.validate_run(config)
   assert not os.path.exists(tmp_path / stage / "checkpoints")
 
 
 def test_lock_is_held_until_the_outermost_holder_ends(tmp_path):
   directory = str(tmp_path / "run")
   with run_lock.hold(directory):
-    with run_lock.hold(directory):  # stages.run around train_stage
+    with run_lock.hold(directory):  # training.run around train_stage
       pass
     assert os.path.exists(os.path.join(directory, "writer.lock"))
   assert not os.path.exists(os.path.join(directory, "writer.lock"))

@@ -11,8 +11,9 @@ import keras
 import numpy as np
 import pytest
 
-from cbd_tf import pretrained
+from cbd_tf.stages import pipeline as pipeline_stage
 from cbd_tf import config as config_lib
+from cbd_tf import pretrained
 from cbd_tf.models.classifier import Classifier
 from tests import fakes, helpers
 
@@ -91,7 +92,7 @@ def test_missing_preset_stops_before_training(tmp_path):
 
 
 def write_run(directory, backbone="resnet8", image_size=16, num_classes=10, seed=0):
-  """A finished run directory with real weights, as run_dir.load_classifier reads it."""
+  """A finished run directory with real weights, as run_models.load_classifier reads it."""
   os.makedirs(directory)
   keras.utils.set_random_seed(seed)
   model = Classifier(backbone, num_classes, image_size)
@@ -183,17 +184,16 @@ def test_sync_batchnorm_is_refused_for_a_preset_backbone(tmp_path):
 
 
 def test_pipeline_student_takes_student_backbone_and_extra_teachers(tmp_path):
-  from cbd_tf import stages  # pylint: disable=import-outside-toplevel
   config = helpers.config_from_argv(
       *SMOKE, f"--workdir={tmp_path}", "--backbone=keras_hub:dinov2_small",
       "--student_backbone=resnet8", "--teachers=keras_hub:dinov2_base", "--init_from=x.keras")
-  student = stages.student_config(config)
+  student = pipeline_stage.student_config(config)
   assert student.model.backbone == "resnet8" and student.model.init_from == ""
   assert student.distill.teachers == (
       str(tmp_path / "teachers" / "vanilla_1"), str(tmp_path / "teachers" / "jitter_1"),
       "keras_hub:dinov2_base")
-  teacher = stages.teacher_config(config, "vanilla:1")
+  teacher = pipeline_stage.teacher_config(config, "vanilla:1")
   assert teacher.model.backbone == "keras_hub:dinov2_small"
   assert teacher.model.init_from == "x.keras" and teacher.model.student_backbone == ""
-  same = stages.student_config(config.replace(model={"student_backbone": ""}))
+  same = pipeline_stage.student_config(config.replace(model={"student_backbone": ""}))
   assert same.model.backbone == "keras_hub:dinov2_small" and same.model.init_from == "x.keras"

@@ -1,6 +1,7 @@
 """Fault tolerance: a pipeline killed with SIGKILL mid-teacher and mid-student, started
 again with the same command, ends with the weights of an uninterrupted run."""
 
+from cbd_tf import run_models
 import os
 import re
 import signal
@@ -52,8 +53,7 @@ def registered_step(run_directory):
 
 
 def weights(run_directory):
-  from cbd_tf import run_dir  # pylint: disable=import-outside-toplevel
-  model, _ = run_dir.load_classifier(run_directory)
+  model, _ = run_models.load_classifier(run_directory)
   return [w.numpy() for w in model.weights]
 
 

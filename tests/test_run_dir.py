@@ -7,8 +7,9 @@ import os
 
 import pytest
 
+from cbd_tf.stages import pipeline as pipeline_stage
 from cbd_tf import config as config_lib
-from cbd_tf import decoupled, run_dir, stages, teachers
+from cbd_tf import decoupled, run_checks, run_dir, teachers
 from tests import fakes
 
 
@@ -27,10 +28,10 @@ from tests import fakes
 def test_check_finished_run(tmp_path, role, stages_allowed, run, message):
   directory = fakes.fake_run(str(tmp_path / "run"), **run)
   if message is None:
-    run_dir.check_finished_run(directory, 10, 28, role, stages_allowed)
+    run_checks.check_finished_run(directory, 10, 28, role, stages_allowed)
     return
   with pytest.raises(ValueError) as error:
-    run_dir.check_finished_run(directory, 10, 28, role, stages_allowed)
+    run_checks.check_finished_run(directory, 10, 28, role, stages_allowed)
   assert str(error.value) == message.format(d=directory)
 
 
@@ -53,16 +54,16 @@ def test_teacher_and_backbone_checks_are_the_one_check(tmp_path):
   with pytest.raises(ValueError, match="this run 28px"):
     decoupled.check_backbone_run(directory, 10, 28)
   with pytest.raises(ValueError, match="unknown run role 'judge'; valid: teacher, backbone"):
-    run_dir.check_finished_run(directory, 10, 28, "judge")
+    run_checks.check_finished_run(directory, 10, 28, "judge")
 
 
 def test_pipeline_layout_and_run_directories(tmp_path):
   pipeline = config_lib.Config(workdir=str(tmp_path / "pipeline"), stage="pipeline")
   specs = pipeline.distill.teacher_specs
-  runs = [stages.teacher_config(pipeline, spec).workdir for spec in specs]
+  runs = [pipeline_stage.teacher_config(pipeline, spec).workdir for spec in specs]
   assert runs == [os.path.join(pipeline.workdir, "teachers", config_lib.teacher_run_name(s))
                   for s in specs]
-  student = stages.student_config(pipeline)
+  student = pipeline_stage.student_config(pipeline)
   assert student.workdir == os.path.join(pipeline.workdir, "student")
   assert student.distill.teachers == tuple(runs)
   for directory in runs + [student.workdir]:

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from cbd_tf import evaluation, run_dir, serving
+from cbd_tf import evaluation, run_files, run_models, serving
 from cbd_tf.data import augment
 from tests import helpers
 
@@ -37,7 +37,7 @@ def test_served_probabilities_match_in_memory_model(pipeline_dir, tmp_path):
   served = {name: np.asarray(value) for name, value in
             helpers.run_script("serve_export", export_dir, *paths).items()}
   assert str(served["broken_request"]).startswith("InvalidArgument")
-  model, config = run_dir.load_classifier(os.path.join(workdir, "student"))
+  model, config = run_models.load_classifier(os.path.join(workdir, "student"))
   images = tf.stack([augment.preprocess_eval(tf.io.decode_image(
       open(p, "rb").read(), channels=3, expand_animations=False), config.data) for p in paths])
   expected = tf.nn.softmax(model(images)).numpy()
@@ -63,7 +63,7 @@ def test_export_has_both_signatures_assets_and_no_teacher(pipeline_dir):
   class_names, train_counts, config = serving.read_export_assets(export_dir)
   assert class_names == [str(d) for d in range(10)] and train_counts[0] == 400
   assert config.stage == "student"
-  student, _ = run_dir.load_classifier(os.path.join(workdir, "student"))
+  student, _ = run_models.load_classifier(os.path.join(workdir, "student"))
   exported = tf.train.list_variables(os.path.join(export_dir, "variables", "variables"))
   exported_values = sum(int(np.prod(shape)) for name, shape in exported if shape)
   assert exported_values == sum(int(np.prod(w.shape)) for w in student.weights)
@@ -74,7 +74,7 @@ def test_evaluate_saved_model_matches_run_dir(pipeline_dir):
   result = helpers.run_module("cbd_tf.evaluate", f"--saved_model={workdir}/export")
   assert result.returncode == 0, result.stderr[-3000:]
   from_export = evaluation.evaluate_saved_model(os.path.join(workdir, "export"))
-  stored = run_dir.read_json(os.path.join(workdir, "student", "metrics.json"))
+  stored = run_files.read_json(os.path.join(workdir, "student", "metrics.json"))
   assert from_export["per_class"] == pytest.approx(stored["per_class"])
   assert from_export["top1"] == pytest.approx(stored["top1"])
 

@@ -240,13 +240,13 @@ def mnist_lt_validation_pool(config):
 def choose_tau(backbone_dir: str, options: dict) -> float | None:
   """--tau if given; for mnist_lt the tau with the best mean per-class accuracy on its
   validation pool; otherwise None: the stage sweeps the data set's validation split."""
-  from cbd_tf import decoupled, metrics, run_dir  # pylint: disable=import-outside-toplevel
+  from cbd_tf import decoupled, metrics, run_models  # pylint: disable=import-outside-toplevel
   from cbd_tf.data import pipeline  # pylint: disable=import-outside-toplevel
   if options["fixed_tau"] is not None:
     return options["fixed_tau"]
   if options["dataset"] != "mnist_lt":
     return None
-  model, config = run_dir.load_classifier(backbone_dir)
+  model, config = run_models.load_classifier(backbone_dir)
   split, train_counts = mnist_lt_validation_pool(config)
   sweep = decoupled.sweep_tau(model, pipeline.build_eval_dataset(split, config.data),
                               train_counts, decoupled.TAU_SWEEP)

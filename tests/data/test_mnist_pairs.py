@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cbd_tf import config as config_lib
-from cbd_tf import stages
+from cbd_tf import training
 from cbd_tf.data import long_tail, mnist_sources, sources
 from tests import helpers
 from tests.fakes import smoke_config
@@ -109,7 +109,7 @@ def test_pipeline_trains_teacher_and_student_for_two_steps(tmp_path, source):
   every_tenth = np.arange(0, 2000, 10)
   smaller = dataclasses.replace(source, test=source.test.select(every_tenth),
                                 val=source.val.select(every_tenth))
-  results = stages.run(config, smaller)
+  results = training.run(config, smaller)
   assert set(results) == {"vanilla_1", "student"}
   student = results["student"]
   assert len(student["per_class"]) == 100

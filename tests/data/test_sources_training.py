@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from cbd_tf import stages
+from cbd_tf import training
 from tests import fakes, helpers
 from tests.fakes import smoke_config
 
@@ -49,10 +49,10 @@ def test_dataset_trains_teacher_and_student(tmp_path, dataset, skipped):
     cifar = dataset.startswith("cifar")
     with fakes.mocked_tfds(**({"per_class": 10} if cifar else
                                           {"test_labels": np.array([0, 1, 2])})):
-      source = stages.validate_run(config)
+      source = training.validate_run(config)
   else:
-    source = stages.validate_run(config)
-  results = stages.run(config, source)
+    source = training.validate_run(config)
+  results = training.run(config, source)
   assert set(results) == {"vanilla_1", "student"}
   student = results["student"]
   assert student["skipped_images"] == skipped and len(student["per_class"]) == source.num_classes
@@ -98,7 +98,7 @@ def test_periodic_evaluation_uses_validation_split_and_test_is_evaluated_once(tm
       evaluated_sizes.append(len(split)), build_eval_dataset(split, data))[1])
   config = smoke_config(tmp_path, dataset="image_folder", data_dir=root).replace(
       stage="teacher", output={"eval_every_epochs": 1})
-  result = stages.run(config)
+  result = training.run(config)
   # The periodic evaluation's dataset (val), then the final test and val evaluations.
   assert evaluated_sizes == [6, 7, 6]
   assert result["num_test"] == 7 and result["val"]["num_val"] == 6
@@ -113,11 +113,11 @@ def test_file_broken_after_the_check_is_dropped_and_counted(tmp_path):
   root = fakes.write_image_folder(tmp_path / "images", per_class=(7, 4, 2))
   config = smoke_config(tmp_path, dataset="image_folder", data_dir=root).replace(
       stage="teacher", optimizer={"steps_per_epoch": 2})
-  source = stages.validate_run(config)
+  source = training.validate_run(config)
   # Broken after sources checked it: instance sampling draws every one of the 13 training
   # files within the 16 examples of two steps, so it is read (and dropped) at least once.
   fakes.write_file(source.train.paths[0], b"no longer an image")
-  result = stages.run(config, source)
+  result = training.run(config, source)
   assert result["dropped_train_examples"] >= 1 and result["skipped_images"] == 0
   with open(os.path.join(config.workdir, "metrics.json")) as f:
     assert json.load(f)["dropped_train_examples"] == result["dropped_train_examples"]

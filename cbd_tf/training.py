@@ -1,10 +1,10 @@
-"""The training stages as plain functions: what `python -m cbd_tf.train` runs.
+"""What `python -m cbd_tf.train` runs: one generic loop for every stage.
 
   prepare_process(config)  devices and the strategy, then validate_run (the CLI's first call)
   validate_run(config)     every check that needs no training, raising ValueError
-  run(config)              teacher, student, the whole pipeline, or a decoupled stage
-                           (crt / lws / tau_norm / ncm on --backbone_from); returns metrics
-  train_stage(config)      one generic loop over the stage registry (trainers.py)
+  run(config)              the stage --stage names (stage_registry.py); returns its metrics
+  train_stage(config)      builds one run's model (its stage module, cbd_tf/stages/), fits it
+                           if the stage trains, saves, exports and evaluates it
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import tensorflow as tf
 from absl import logging
 
 from cbd_tf import config as config_lib
-from cbd_tf import callbacks, evaluation, metrics, report, run_dir, schedules
-from cbd_tf import pretrained, run_lock, serving, serving_warmup, teachers, trainers
-from cbd_tf import distribute, environment, long_tail_losses, optimizers, resume
+from cbd_tf import callbacks, distribute, environment, evaluation, long_tail_losses, optimizers
+from cbd_tf import pretrained, resume, run_dir, run_files, run_lock, run_models, schedules, serving
+from cbd_tf import serving_warmup, stages
 from cbd_tf.data import pipeline, sampling, sources
 from cbd_tf.models import backbones
 
@@ -40,11 +40,7 @@ def validate_run(config: config_lib.Config) -> sources.Source:
   sampling.check_policy(config.distill.teacher_sampling)
   _check_writable(config.workdir)
   source = sources.load_source(config.data)
-  if config.stage in trainers.STAGES:  # not a pipeline: its teachers are not trained yet
-    trainers.get_stage(config.stage).check(config, source)
-  else:  # a pipeline's extra teachers (keras_hub presets or finished runs) exist already
-    teachers.check_teachers(config.distill.teachers, source.num_classes, config.data.image_size,
-                            student_dir=run_dir.student_dir(config.workdir))
+  stages.check_stage(config, source)
   for policy in {config.sampling, config.distill.teacher_sampling}:
     sampling.class_probabilities(source.train_counts, policy)
   return source
@@ -59,8 +55,8 @@ def run(config: config_lib.Config, source: sources.Source | None = None,
   source = source or validate_run(config)
   strategy = strategy or tf.distribute.get_strategy()
   with run_lock.hold(config.workdir, distribute.is_chief(strategy)):
-    if config.stage == "pipeline":
-      return run_pipeline(config, source, strategy)
+    if config.stage_entry.runs_other_stages:
+      return stages.stage_module(config.stage).run(config, source, strategy)
     return train_stage(config, source, strategy)
 
 
@@ -73,70 +69,9 @@ def prepare_process(config: config_lib.Config) -> tuple[sources.Source, tf.distr
   return validate_run(config), strategy
 
 
-def teacher_config(config: config_lib.Config, spec: str) -> config_lib.Config:
-  """The teacher run a pipeline trains for `spec` ('augmentation:seed')."""
-  augmentation, seed = config_lib.parse_teacher_spec(spec)
-  return config.replace(
-      stage="teacher", seed=1000 * config.seed + seed,
-      workdir=run_dir.teacher_dir(config.workdir, config_lib.teacher_run_name(spec)),
-      data={"augmentation": augmentation, "sampling": config.distill.teacher_sampling},
-      model={"student_backbone": ""},
-      output={"export_dir": ""})  # a pipeline exports its student only
-
-
-def student_config(config: config_lib.Config) -> config_lib.Config:
-  """A pipeline's student: the teachers it trained, then any --teachers, on
-  --student_backbone (default: the teachers' --backbone)."""
-  teacher_dirs = tuple(teacher_config(config, spec).workdir for spec in config.distill.teacher_specs)
-  return config.replace(stage="student", workdir=run_dir.student_dir(config.workdir),
-                        distill={"teachers": teacher_dirs + tuple(config.distill.teachers)},
-                        # --init_from initialises --backbone: the student's too if it is the same.
-                        model={"backbone": config.model.student_backbone or config.model.backbone,
-                               "student_backbone": "",
-                               "init_from": "" if config.model.student_backbone else
-                                            config.model.init_from})
-
-
-def run_pipeline(config: config_lib.Config, source: sources.Source,
-                 strategy: tf.distribute.Strategy | None = None) -> dict:
-  """Every teacher, then the student; runs whose final weights exist are not retrained."""
-  strategy = strategy or tf.distribute.get_strategy()
-  if distribute.is_chief(strategy):
-    pretrained.fetch_presets(student_config(config))
-  results = {}
-  for spec in config.distill.teacher_specs:
-    stage_config = teacher_config(config, spec)
-    results[config_lib.teacher_run_name(spec)] = _train_or_reuse(stage_config, source, strategy)
-  results["student"] = _train_or_reuse(student_config(config), source, strategy)
-  if not distribute.is_chief(strategy):
-    return results
-  table = metrics.format_table(results)
-  run_dir.write_json(os.path.join(config.workdir, run_dir.COMPARISON), results)
-  with open(os.path.join(config.workdir, run_dir.COMPARISON_TEXT), "w") as f:
-    f.write(table + "\n")
-  report.write_report(config.workdir, results, source.train_counts,
-                      f"Teachers vs CBD student on {config.data.dataset}")
-  print(f"\nTeachers vs CBD student on {config.data.dataset} (top-1 %; shot groups by "
-        f"training images: many > 100, medium 20-100, few < 20)\n{table}", flush=True)
-  return results
-
-
-def _train_or_reuse(config: config_lib.Config, source: sources.Source,
-                    strategy: tf.distribute.Strategy) -> dict:
-  if run_dir.is_trained(config.workdir):
-    metrics_path = os.path.join(config.workdir, run_dir.METRICS)
-    logging.info("%s is trained already; not retraining", config.workdir)
-    if os.path.exists(metrics_path):
-      return run_dir.read_json(metrics_path)
-    model, _ = run_dir.load_classifier(config.workdir)
-    return evaluation.evaluate_and_save(model, config, source)
-  trainers.get_stage(config.stage).check(config, source)  # a student's teachers, just trained
-  return train_stage(config, source, strategy)
-
-
 def train_stage(config: config_lib.Config, source: sources.Source,
                 strategy: tf.distribute.Strategy | None = None) -> dict:
-  """Builds what `config.stage`'s registry entry (trainers.STAGES) describes, trains it if the
+  """Builds what `config.stage`'s module builds, trains it if its registry entry says the
   stage trains, saves it, evaluates it.
 
   A run killed part-way resumes from its last checkpoint when started again.
@@ -148,7 +83,7 @@ def train_stage(config: config_lib.Config, source: sources.Source,
 
 def _train_stage(config: config_lib.Config, source: sources.Source,
                  strategy: tf.distribute.Strategy) -> dict:
-  stage = trainers.get_stage(config.stage)
+  stage = config.stage_entry
   # cRT / LWS: --decoupled_epochs or the recipe (10, 5) and --decoupled_warmup_epochs,
   # written out in config.json.
   config = config.replace(optimizer={"epochs": config.epochs,
@@ -158,21 +93,21 @@ def _train_stage(config: config_lib.Config, source: sources.Source,
   os.makedirs(save_dir, exist_ok=True)
   keras.utils.set_random_seed(config.seed)
   with strategy.scope():
-    built = stage.build(config, source)
+    built = stages.stage_module(config.stage).build(config, source)
   config, classifier = built.config, built.classifier
   if chief:
     config.save(os.path.join(config.workdir, run_dir.CONFIG))
-    run_dir.write_backbone_architecture(classifier, config.workdir)
-    run_dir.write_classes(config.workdir, source.class_names, source.train_counts)
-    run_dir.write_json(os.path.join(config.workdir, run_dir.ENVIRONMENT),
+    run_models.write_backbone_architecture(classifier, config.workdir)
+    run_files.write_classes(config.workdir, source.class_names, source.train_counts)
+    run_files.write_json(os.path.join(config.workdir, run_dir.ENVIRONMENT),
                        environment.describe(config, source, strategy))
   selection, dropped = dict(built.selection), None
   if stage.trains:
-    dropped, chosen = _fit(stage, built, source, strategy, save_dir)
+    dropped, chosen = _fit(built, source, strategy, save_dir)
     selection.update(chosen)
   if selection and chief:
-    run_dir.write_json(os.path.join(config.workdir, run_dir.SELECTION), selection)
-  run_dir.save_final_weights(classifier, save_dir)
+    run_files.write_json(os.path.join(config.workdir, run_dir.SELECTION), selection)
+  run_files.save_final_weights(classifier, save_dir)
   if chief:
     warmup_images = serving_warmup.encoded_images(source.test)
     serving_warmup.keep_images(warmup_images, config.workdir)
@@ -190,7 +125,7 @@ def _train_stage(config: config_lib.Config, source: sources.Source,
   return result
 
 
-def _fit(stage: trainers.Stage, built: trainers.Built, source: sources.Source,
+def _fit(built: stages.Built, source: sources.Source,
          strategy: tf.distribute.Strategy, save_dir: str) -> tuple[int, dict]:
   """Trains `built` from its last checkpoint; returns the training examples dropped (image
   files that broke) and what the stage's callbacks chose on the validation split."""
@@ -199,15 +134,15 @@ def _fit(stage: trainers.Stage, built: trainers.Built, source: sources.Source,
                      or math.ceil(len(source.train) / config.data.batch_size))
   with strategy.scope():
     loss, loss_callbacks = None, []
-    if stage.compiles_loss:
+    if built.compiles_loss:
       loss, loss_callbacks = long_tail_losses.build_loss(
           config.long_tail, source.train_counts, config.model.cosine_scale,
           config.optimizer.epochs)
     optimizer = _build_optimizer(config, steps_per_epoch)
-    built.fitted.compile(optimizer=optimizer, weight_decay=config.optimizer.weight_decay,
+    built.fit_model.compile(optimizer=optimizer, weight_decay=config.optimizer.weight_decay,
                          backbone_learning_rate_multiplier=(
                              config.model.backbone_learning_rate_multiplier),
-                         **({"loss": loss} if stage.compiles_loss else {}))
+                         **({"loss": loss} if built.compiles_loss else {}))
     # Built now, so a checkpoint's optimiser slots have variables to restore into.
     optimizer.build(classifier.trainable_variables)
     state = resume.TrainingState(config.workdir, save_dir, classifier, optimizer)
@@ -227,12 +162,12 @@ def _fit(stage: trainers.Stage, built: trainers.Built, source: sources.Source,
                config.stage, config.workdir, config.optimizer.epochs, steps_per_epoch,
                start_step, config.sampling)
   log_dir = os.path.join(save_dir, run_dir.TENSORBOARD)
-  stage_callbacks = stage.callbacks(built, source, log_dir, save_dir)
+  stage_callbacks = stages.stage_callbacks(built, source, log_dir, save_dir)
   # A stage that evaluates every epoch itself (cRT / LWS on val) replaces the periodic one.
   periodic = not any(isinstance(c, callbacks.ShotGroupEvaluation) for c in stage_callbacks)
   with strategy.scope():
     resume.fit_from_step(
-        built.fitted, build_dataset, start_step, config.optimizer.epochs, steps_per_epoch,
+        built.fit_model, build_dataset, start_step, config.optimizer.epochs, steps_per_epoch,
         callbacks=(loss_callbacks +
                    _callbacks(config, classifier, source, save_dir, periodic_evaluation=periodic) +
                    stage_callbacks + progress_callbacks +

@@ -1,5 +1,6 @@
-"""The stage registry (cbd_tf/trainers.py) and the generic loop of stages.train_stage over it,
-on a tiny in-memory source; progressive sampling's tracker."""
+"""The stage registry (stage_registry.py), the stage modules (cbd_tf/stages/) and the generic
+loop of training.train_stage over them, on a tiny in-memory source; progressive sampling's
+tracker."""
 
 import os
 
@@ -9,9 +10,11 @@ import pytest
 import tensorflow as tf
 
 from cbd_tf import config as config_lib
-from cbd_tf import run_dir, stages, trainers
+from cbd_tf import run_dir, run_files, run_models, stage_registry, stages, training
+from cbd_tf.stages import crt, student, teacher
 from cbd_tf.data import sampling
 from cbd_tf.data.source_types import Source, Split
+from tests import helpers
 
 NUM_CLASSES = 4
 IMAGE_SIZE = 8
@@ -46,35 +49,50 @@ def _config(workdir, **changes):
 def backbone_run(tmp_path_factory, source):
   """A finished-looking teacher run: untrained weights, but every file a finished run has."""
   config = _config(tmp_path_factory.mktemp("backbone"))
-  model = run_dir.build_classifier(config, NUM_CLASSES)
-  run_dir.save_final_weights(model, config.workdir)
+  model = run_models.build_classifier(config, NUM_CLASSES)
+  run_files.save_final_weights(model, config.workdir)
   config.save(os.path.join(config.workdir, run_dir.CONFIG))
-  run_dir.write_classes(config.workdir, source.class_names, source.train_counts)
+  run_files.write_classes(config.workdir, source.class_names, source.train_counts)
   return config.workdir
 
 
-def test_registry_covers_every_single_run_stage():
-  assert set(trainers.STAGES) == set(config_lib.STAGES) - {"pipeline"}
-  assert [name for name, stage in trainers.STAGES.items() if not stage.trains] == [
+def test_every_stage_module_builds_or_runs_what_its_entry_declares():
+  for name, entry in stage_registry.STAGES.items():
+    module = stages.stage_module(name)
+    assert callable(getattr(module, "run" if entry.runs_other_stages else "build")), name
+  assert [name for name, entry in stage_registry.STAGES.items() if not entry.trains] == [
       "tau_norm", "ncm"]
-  # Only the distiller brings its own loss.
-  assert [n for n, s in trainers.STAGES.items() if not s.compiles_loss] == ["student"]
+  assert config_lib.STAGES == tuple(stage_registry.STAGES)
 
 
-def test_registry_reports_the_defaults_config_declares():
-  sampling_by_stage = {name: stage.default_sampling for name, stage in trainers.STAGES.items()}
+def test_config_takes_a_stage_defaults_from_its_entry():
+  sampling_by_stage = {name: config_lib.Config(stage=name).sampling
+                       for name in stage_registry.STAGES}
   assert sampling_by_stage == {"teacher": "instance", "student": "class_balanced",
-                               "crt": "class_balanced", "lws": "class_balanced",
-                               "tau_norm": "class_balanced", "ncm": "class_balanced"}
-  assert trainers.get_stage("crt").default_epochs == 10
-  assert trainers.get_stage("lws").default_epochs == 5
-  assert trainers.get_stage("teacher").default_epochs == config_lib.OptimizerConfig().epochs
+                               "pipeline": "class_balanced", "crt": "class_balanced",
+                               "lws": "class_balanced", "tau_norm": "class_balanced",
+                               "ncm": "class_balanced"}
+  epochs = {name: config_lib.Config(stage=name).epochs for name in ("teacher", "crt", "lws")}
+  assert epochs == {"teacher": config_lib.OptimizerConfig().epochs, "crt": 10, "lws": 5}
+  assert config_lib.Config(stage="crt").replace(long_tail={"decoupled_epochs": 3}).epochs == 3
+
+
+def test_a_setting_only_other_stages_read_is_refused_naming_them():
+  for flag, value, stage in (("--tau=1", "tau", "teacher"), ("--loss=focal", "loss", "crt"),
+                             ("--ncm_distance=cosine", "ncm_distance", "lws")):
+    readers = " / ".join(stage_registry.stages_reading(value))
+    with pytest.raises(ValueError, match=f"^{flag}.* applies to --stage={readers}, not {stage}$"):
+      helpers.config_from_argv(flag, f"--stage={stage}", "--workdir=/tmp/x",
+                               *(["--backbone_from=/tmp/run"] if stage != "teacher" else []))
+  # The paper flagfiles' pipeline settings stay harmless for the other stages.
+  helpers.config_from_argv("--flagfile=configs/imagenet_lt.flags", "--stage=teacher",
+                           "--workdir=/tmp/x").validate()
 
 
 def test_unknown_stage_names_the_valid_ones():
-  with pytest.raises(ValueError, match="unknown stage 'pipeline' for one run; valid: teacher, "
-                                       "student, crt, lws, tau_norm, ncm"):
-    trainers.get_stage("pipeline")
+  with pytest.raises(ValueError, match="unknown stage 'bogus'; valid: teacher, student, "
+                                       "pipeline, crt, lws, tau_norm, ncm"):
+    stage_registry.get_stage("bogus")
 
 
 class _Teacher:
@@ -84,7 +102,7 @@ class _Teacher:
 
 def test_student_projection_is_resolved_from_the_teachers():
   config = config_lib.Config(stage="student", model=config_lib.ModelConfig(projection_dim=0))
-  resolved = trainers.student_config(config, [_Teacher(64), _Teacher(32)])
+  resolved = student.with_teacher_width(config, [_Teacher(64), _Teacher(32)])
   assert resolved.model.projection_dim == 96
   assert config.model.projection_dim == 0  # configs are values: the input is unchanged
 
@@ -94,14 +112,14 @@ def test_only_tau_norm_checks_for_a_validation_split(backbone_run, source, tmp_p
                        class_names=source.class_names)
   for stage in ("crt", "lws", "ncm"):
     config = _config(tmp_path, stage=stage, long_tail={"backbone_from": backbone_run})
-    trainers.get_stage(stage).check(config, without_val)
+    stages.check_stage(config, without_val)
   config = _config(tmp_path, stage="tau_norm", long_tail={"backbone_from": backbone_run})
   with pytest.raises(ValueError, match="without --tau picks tau on a validation split"):
-    trainers.get_stage("tau_norm").check(config, without_val)
-  trainers.get_stage("tau_norm").check(config.replace(long_tail={"tau": 1.0}), without_val)
+    stages.check_stage(config, without_val)
+  stages.check_stage(config.replace(long_tail={"tau": 1.0}), without_val)
   with pytest.raises(ValueError, match="has no config.json"):
-    trainers.get_stage("ncm").check(config.replace(long_tail={"backbone_from": str(tmp_path)}),
-                                    source)
+    stages.check_stage(config.replace(stage="ncm", long_tail={"backbone_from": str(tmp_path)}),
+                       source)
 
 
 @pytest.mark.parametrize("stage", ["tau_norm", "ncm"])
@@ -109,11 +127,11 @@ def test_post_hoc_stages_build_no_loss_optimizer_or_checkpoint(stage, backbone_r
                                                                tmp_path, monkeypatch):
   def refuse(*args, **kwargs):
     raise AssertionError(f"a {stage} run built a training piece")
-  monkeypatch.setattr(stages.long_tail_losses, "build_loss", refuse)
-  monkeypatch.setattr(stages, "_build_optimizer", refuse)
-  monkeypatch.setattr(stages.resume, "TrainingState", refuse)
+  monkeypatch.setattr(training.long_tail_losses, "build_loss", refuse)
+  monkeypatch.setattr(training, "_build_optimizer", refuse)
+  monkeypatch.setattr(training.resume, "TrainingState", refuse)
   config = _config(tmp_path / stage, stage=stage, long_tail={"backbone_from": backbone_run})
-  result = stages.train_stage(config, source)
+  result = training.train_stage(config, source)
   names = set(os.listdir(config.workdir))
   assert {run_dir.CONFIG, run_dir.CLASSES, run_dir.FINAL_WEIGHTS, run_dir.METRICS} <= names
   assert "checkpoints" not in names and run_dir.TENSORBOARD not in names
@@ -140,14 +158,12 @@ def test_a_stage_callbacks_join_fit_and_their_choice_is_saved(source, tmp_path, 
   counter = _CountBatches()
 
   def stage_callbacks(built, source, log_dir, save_dir):
-    return [counter] + trainers._best_validation_epoch(built, source, log_dir, save_dir)
-  teacher = trainers.STAGES["teacher"]
-  monkeypatch.setitem(trainers.STAGES, "teacher",
-                      trainers.Stage("teacher", teacher.build, callbacks=stage_callbacks))
+    return [counter] + crt.callbacks(built, source, log_dir, save_dir)
+  monkeypatch.setattr(teacher, "callbacks", stage_callbacks, raising=False)
   config = _config(tmp_path / "teacher", optimizer={"epochs": 2, "steps_per_epoch": 1})
-  result = stages.train_stage(config, source)
+  result = training.train_stage(config, source)
   assert counter.batches == 2
-  selection = run_dir.read_json(os.path.join(config.workdir, run_dir.SELECTION))
+  selection = run_files.read_json(os.path.join(config.workdir, run_dir.SELECTION))
   assert selection["best_epoch"] in (1, 2) and list(selection["val_top1_by_epoch"]) == ["1", "2"]
   assert result["dropped_train_examples"] == 0
   assert os.path.isdir(os.path.join(config.workdir, "checkpoints"))
