@@ -121,9 +121,9 @@ class CBDDistiller(train_step.TrainStepModel):
     ce = losses.cross_entropy_loss(labels, logits)
     distill = losses.feature_distillation_loss(features, targets)
     shares = distillation_shares(features, targets, [int(t.embedding_dim) for t in self.teachers])
-    # The weights of losses.cbd_loss: (1 - alpha) * CE + alpha * beta * distill.
-    return logits, {"ce": train_step.Term(ce, 1.0 - self.alpha),
-                    "distill": train_step.Term(distill, self.alpha * self.beta),
+    ce_weight, distill_weight = losses.cbd_weights(self.alpha, self.beta)
+    return logits, {"ce": train_step.Term(ce, ce_weight),
+                    "distill": train_step.Term(distill, distill_weight),
                     **{f"distill_{name}": train_step.Term(share, None)
                        for name, share in zip(self.teacher_names, shares)}}
 
@@ -132,12 +132,3 @@ class CBDDistiller(train_step.TrainStepModel):
 
   def save(self, *args, **kwargs):  # pylint: disable=unused-argument
     raise NotImplementedError(SAVE_THE_STUDENT)
-
-  def test_step(self, data):
-    images, labels = data[0], data[1]
-    logits = self.student(images, training=False)
-    ce = losses.cross_entropy_loss(labels, logits)
-    ce_metric = self.term_metrics["ce"]
-    ce_metric.update_state(ce)
-    self.accuracy_metric.update_state(labels, logits)
-    return {m.name: m.result() for m in (ce_metric, self.accuracy_metric)}

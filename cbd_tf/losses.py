@@ -21,17 +21,18 @@ def feature_distillation_loss(student_features, teacher_features):
   return tf.reduce_mean(1.0 - tf.reduce_sum(student * teacher, axis=-1))
 
 
-def cbd_loss_terms(labels, logits, student_features, teacher_features, alpha, beta):
-  """(total, cross-entropy, distillation) with total = (1-alpha)*CE + alpha*beta*(1-cos)."""
-  ce = cross_entropy_loss(labels, logits)
-  distill = feature_distillation_loss(student_features, teacher_features)
-  return (1.0 - alpha) * ce + alpha * beta * distill, ce, distill
+def cbd_weights(alpha: float, beta: float) -> tuple[float, float]:
+  """The weights of cross-entropy and of the distillation term in CBD's loss,
+  (1 - alpha) * CE + alpha * beta * (1 - cos): the loss below and CBDDistiller's step."""
+  return 1.0 - alpha, alpha * beta
 
 
 def cbd_loss(labels, logits, student_features, teacher_features, alpha=DistillConfig.alpha,
              beta=DistillConfig.beta):
   """The CBD student loss of one batch (DESIGN.md section 1)."""
-  return cbd_loss_terms(labels, logits, student_features, teacher_features, alpha, beta)[0]
+  ce_weight, distill_weight = cbd_weights(alpha, beta)
+  return (ce_weight * cross_entropy_loss(labels, logits) +
+          distill_weight * feature_distillation_loss(student_features, teacher_features))
 
 
 def weight_decay_loss(weights, weight_decay):

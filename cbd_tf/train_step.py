@@ -161,3 +161,21 @@ class TrainStepModel(keras.Model):
     self.loss_wd_metric.update_state(weight_decay)
     self.accuracy_metric.update_state(labels, logits)
     return step_logs(self.metrics)
+
+  def evaluation_loss(self, labels, logits) -> tf.Tensor:
+    """The loss_ce of evaluation: cross-entropy of the logits unless a subclass says."""
+    return losses.cross_entropy_loss(labels, logits)
+
+  def test_step(self, data):
+    """Evaluation: loss_ce (`evaluation_loss`) and accuracy of the logits, and loss too when
+    the training loss is that one term (the terms of a student need its teachers)."""
+    images, labels = data[0], data[1]
+    logits = self(images, training=False)
+    ce = self.evaluation_loss(labels, logits)
+    logged = [self.term_metrics["ce"], self.accuracy_metric]
+    if len(self.term_metrics) == 1:
+      logged.insert(0, self.loss_metric)
+    for metric in logged[:-1]:
+      metric.update_state(ce)
+    self.accuracy_metric.update_state(labels, logits)
+    return {m.name: m.result() for m in logged}

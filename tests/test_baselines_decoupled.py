@@ -190,11 +190,12 @@ def test_stage_epochs_when_decoupled_epochs_is_not_given():
 def test_epochs_flag(argv, stage_epochs):
   config = helpers.config_from_argv(
       "--workdir=/tmp/w", "--stage=crt", "--backbone_from=/r", "--head=linear",
-      "--decoupled_batchnorm=train", "--ncm_features=l2n", "--ncm_distance=cosine", *argv)
+      "--decoupled_batchnorm=train", *argv)
   assert config.epochs == stage_epochs and config.model.head == "linear"
-  assert config.long_tail.tau is None
-  assert (config.long_tail.decoupled_batchnorm, config.long_tail.ncm_features,
-          config.long_tail.ncm_distance) == ("train", "l2n", "cosine")
+  assert config.long_tail.tau is None and config.long_tail.decoupled_batchnorm == "train"
+  ncm = helpers.config_from_argv("--workdir=/tmp/w", "--stage=ncm", "--backbone_from=/r",
+                                 "--ncm_features=l2n", "--ncm_distance=cosine")
+  assert (ncm.long_tail.ncm_features, ncm.long_tail.ncm_distance) == ("l2n", "cosine")
 
 
 def _batchnorm_variables(model):

@@ -39,6 +39,8 @@ from typing import Callable
 
 import numpy as np
 
+from cbd_tf import stage_registry
+
 # The project root: runs start there, so flagfiles include each other by relative paths.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = ("top1", "many", "medium", "few", "ece")
@@ -81,33 +83,33 @@ RECIPES: dict[str, Callable[[dict], list[str]]] = {
 }
 
 
-def _teacher(recipe: str, *extra: str) -> Run:
-  return Run(lambda seed_dir, seed, options: [
-      "--stage=teacher", f"--seed={seed}", *RECIPES[recipe](options), *extra], recipe=recipe)
+def _stage(stage: str, *extra: str, recipe: str = "", on: tuple[str, ...] = ()) -> Run:
+  """A run of `stage` with `recipe` (default: its registry entry's) on the runs `on` that its
+  entry needs: a decoupled stage's backbone run, a student's teachers."""
+  entry = stage_registry.get_stage(stage)
+  recipe = recipe or entry.recipe
+
+  def flags(seed_dir, seed, options):
+    paths = [os.path.join(seed_dir, run) for run in on]
+    needed = {stage_registry.NEEDS_BACKBONE_RUN: [f"--backbone_from={','.join(paths)}"],
+              stage_registry.NEEDS_TEACHERS: [f"--teachers={','.join(paths)}"]}.get(entry.needs, [])
+    # Passes over the data, whatever steps per epoch the flagfile sets.
+    epochs = options.get("decoupled_epochs")
+    own_epochs = ([f"--decoupled_epochs={epochs}"] if epochs else []) + ["--steps_per_epoch=0"]
+    return [f"--stage={stage}", f"--seed={seed}", *needed, *RECIPES[recipe](options),
+            *(own_epochs if entry.own_epochs else []), *extra]
+  return Run(flags, needs=on, recipe=recipe)
 
 
 # Baselines their authors define on a linear layer with bias (classifier-balancing's
 # DotProductClassifier, logit adjustment's Dense): the joint CE model and the losses below.
 LINEAR = "--head=linear"
+# The decoupled stages run on the linear-head CE model, as Decoupling trains them.
+CE_LINEAR = ("ce_linear",)
 
 
-def _decoupled(stage: str, *extra: str) -> Run:
-  """A decoupled stage on the linear-head CE model, as Decoupling trains it."""
-  def flags(seed_dir, seed, options):
-    epochs = options.get("decoupled_epochs")
-    return [f"--stage={stage}", f"--seed={seed}",
-            f"--backbone_from={os.path.join(seed_dir, 'ce_linear')}",
-            *RECIPES["classifier-balancing"](options),
-            # Passes over the data, whatever steps per epoch the flagfile sets.
-            *([f"--decoupled_epochs={epochs}"] if epochs else []), "--steps_per_epoch=0",
-            *extra]
-  return Run(flags, needs=("ce_linear",), recipe="classifier-balancing")
-
-
-def _student(*teachers: str) -> Run:
-  return Run(lambda seed_dir, seed, options: [
-      "--stage=student", f"--seed={seed}",
-      "--teachers=" + ",".join(os.path.join(seed_dir, t) for t in teachers)], needs=teachers)
+def _teacher(recipe: str, *extra: str) -> Run:
+  return _stage("teacher", *extra, recipe=recipe)
 
 
 def _tau_norm() -> Run:
@@ -115,9 +117,9 @@ def _tau_norm() -> Run:
   here on the bundled images in neither split (choose_tau) and passed as --tau."""
   def flags(seed_dir, seed, options):
     tau = options["tau"].get(seed)
-    return _decoupled("tau_norm", *([f"--tau={tau}"] if tau is not None else [])).flags(
-        seed_dir, seed, options)
-  return Run(flags, needs=("ce_linear",), recipe="classifier-balancing")
+    return _stage("tau_norm", *([f"--tau={tau}"] if tau is not None else []),
+                  on=CE_LINEAR).flags(seed_dir, seed, options)
+  return Run(flags, needs=CE_LINEAR, recipe=stage_registry.get_stage("tau_norm").recipe)
 
 
 RUNS: dict[str, Run] = {
@@ -125,10 +127,10 @@ RUNS: dict[str, Run] = {
     "ce_2": Run(lambda seed_dir, seed, options: ["--stage=teacher", f"--seed={seed + 1000}"]),
     "ce_linear": _teacher("classifier-balancing", LINEAR),
     "cb_sampling": _teacher("CBD", "--sampling=class_balanced"),
-    "crt": _decoupled("crt", "--decoupled_batchnorm=train"),
-    "lws": _decoupled("lws", "--decoupled_batchnorm=train"),
+    "crt": _stage("crt", "--decoupled_batchnorm=train", on=CE_LINEAR),
+    "lws": _stage("lws", "--decoupled_batchnorm=train", on=CE_LINEAR),
     "tau_norm": _tau_norm(),
-    "ncm": _decoupled("ncm"),
+    "ncm": _stage("ncm", on=CE_LINEAR),
     "la_loss": _teacher("Menon et al.", LINEAR, "--loss=logit_adjusted"),
     "la_posthoc": Run(lambda seed_dir, seed, options: ["--posthoc_tau=1"], needs=("ce_linear",),
                       posthoc_from="ce_linear", recipe="classifier-balancing"),
@@ -141,8 +143,8 @@ RUNS: dict[str, Run] = {
                                      "--loss=class_balanced_focal"),
     # Cosine head (NormedLinear), s = 30.
     "ldam_drw": _teacher("LDAM-DRW / Cui et al.", "--loss=ldam"),
-    "cbd": _student("ce"),
-    "cbd_ens": _student("ce", "ce_2"),
+    "cbd": _stage("student", on=("ce",)),
+    "cbd_ens": _stage("student", on=("ce", "ce_2")),
 }
 
 # Method name in the table -> the run whose metrics it reports; the head each row uses.
