@@ -13,9 +13,6 @@ from cbd_tf.choices import (
     PRESET_PREFIX, SAMPLING_METHODS, STRATEGIES, teacher_run_name)
 from cbd_tf.long_tail_config import DECOUPLED_BATCHNORM, LOSSES, NCM_DISTANCES, NCM_FEATURES
 
-# Set by the paper flagfiles for their pipeline, which users reuse with --stage=teacher or a
-# decoupled stage: ignored there rather than refused.
-SHARED_IN_FLAGFILES = ("teacher_specs", "teacher_sampling")
 
 
 def check(condition: bool, message: str) -> None:
@@ -178,7 +175,8 @@ def _check_stage(config: Any) -> None:
           f"--teacher_specs repeats a teacher: {','.join(config.distill.teacher_specs)}")
   for flag, value, default in _flag_values(config):
     readers = stage_registry.stages_reading(flag)
-    if readers and config.stage not in readers and flag not in SHARED_IN_FLAGFILES:
+    if (readers and config.stage not in readers
+        and flag not in stage_registry.SHARED_RECIPE_SETTINGS):
       check(value == default, f"--{flag}={_shown(value)} applies to "
             f"--stage={' / '.join(readers)}, not {config.stage}")
 

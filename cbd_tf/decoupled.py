@@ -115,11 +115,8 @@ def build_ncm(config: config_lib.Config, source: sources.Source
   """NCM: the class means of the training split (evaluation preprocessing) as the head.
   Final: nothing to fit."""
   classifier, config, _ = _on_frozen_backbone(config, source, "frozen")
-  centroids, feature_mean = ncm_statistics(
-      classifier, pipeline.build_eval_dataset(source.train, config.data), source.num_classes,
-      config.long_tail.ncm_features)
-  classifier.head.centroids.assign(centroids.astype(np.float32))
-  classifier.head.feature_mean.assign(feature_mean.astype(np.float32))
+  fit_ncm_head(classifier, classifier.head,
+               pipeline.build_eval_dataset(source.train, config.data))
   return classifier, config, {}
 
 
@@ -166,33 +163,26 @@ def copy_head(trained_head, head) -> None:
     head.bias.assign(trained_head.bias)
 
 
-def ncm_statistics(classifier: Classifier, dataset, num_classes: int, features: str = "cl2n"
-                   ) -> tuple[np.ndarray, np.ndarray]:
-  """(C, D) class means of the transformed embeddings and the (D,) mean embedding, as
-  classifier-balancing's get_knncentroids: the mean over every training example; cl2n
-  subtracts it and L2-normalises, l2n only normalises, raw keeps the embedding. A class
-  without examples gets zeros. cl2n takes two passes (the mean first) rather than holding
-  every embedding in memory."""
-  if features not in config_lib.NCM_FEATURES:
-    raise ValueError(f"unknown ncm_features {features!r}; "
-                     f"valid: {', '.join(config_lib.NCM_FEATURES)}")
-  feature_mean = 0.0
-  if features == "cl2n":
+def fit_ncm_head(model, head, dataset) -> tuple[np.ndarray, np.ndarray]:
+  """Sets the NCM `head`'s feature mean and class means from (images, labels) `dataset`
+  embedded by `model`, as classifier-balancing's get_knncentroids: the mean over every
+  training example, then the class means of the embeddings as the head's own transform
+  (heads.NCMClassifier.transform: cl2n, l2n or raw) sees them. A class without examples gets
+  zeros. cl2n takes two passes (the mean first) rather than holding every embedding.
+  Returns (centroids, feature mean)."""
+  if head.features == "cl2n":
     total, count = 0.0, 0
     for images, _ in dataset:
-      embedded = np.asarray(classifier.embed(images, training=False), np.float64)
+      embedded = np.asarray(model.embed(images, training=False), np.float64)
       total, count = total + embedded.sum(axis=0), count + len(embedded)
-    feature_mean = total / max(count, 1)
-  sums, counts = None, np.zeros(num_classes)
+    head.feature_mean.assign(np.asarray(total / max(count, 1), np.float32))
+  sums, counts = 0.0, np.zeros(head.num_classes)
   for images, labels in dataset:
-    embedded = np.asarray(classifier.embed(images, training=False), np.float64) - feature_mean
-    if features in ("cl2n", "l2n"):
-      embedded /= np.maximum(np.linalg.norm(embedded, axis=-1, keepdims=True), 1e-12)
-    if sums is None:
-      sums = np.zeros((num_classes, embedded.shape[-1]))
-    np.add.at(sums, np.asarray(labels), embedded)
-    counts += np.bincount(np.asarray(labels), minlength=num_classes)
-  return sums / np.maximum(counts, 1)[:, None], np.zeros(sums.shape[-1]) + feature_mean
+    transformed = np.asarray(head.transform(model.embed(images, training=False)), np.float64)
+    sums = sums + np.eye(head.num_classes)[np.asarray(labels)].T @ transformed
+    counts += np.bincount(np.asarray(labels), minlength=head.num_classes)
+  head.centroids.assign((sums / np.maximum(counts, 1)[:, None]).astype(np.float32))
+  return head.centroids.numpy(), head.feature_mean.numpy()
 
 
 def sweep_tau(classifier: Classifier, dataset, train_counts, taus: Iterable[float]) -> dict:

@@ -23,6 +23,15 @@ NEEDS_BACKBONE_RUN = "backbone_run"  # --backbone_from: a finished teacher or st
 NEEDS_TEACHER_SPECS = "teacher_specs"  # --teacher_specs: the teachers a pipeline trains
 
 
+# Stage-specific settings a data set's flagfile sets once for all its stages (the paper
+# flagfiles' pipeline teachers, a data set's cRT epochs): the other stages ignore them rather
+# than refuse them. Every other stage-specific setting given to a stage that does not read it
+# stops the run (config_checks.py).
+SHARED_RECIPE_SETTINGS = ("teacher_specs", "teacher_sampling", "decoupled_epochs",
+                          "decoupled_warmup_epochs", "decoupled_batchnorm", "ncm_features",
+                          "ncm_distance")
+
+
 @dataclasses.dataclass(frozen=True)
 class Stage:
   """One entry of STAGES."""
@@ -35,8 +44,9 @@ class Stage:
   default_epochs: int | None = None
   trains: bool = True  # False: built, then evaluated (no loss, optimiser or checkpoint)
   needs: str = ""  # NEEDS_*
-  # Flags only this stage (and any other stage listing them) reads: given to any other
-  # stage with a value other than the default, config_checks refuses them.
+  # Flags only this stage (and any other stage listing them) reads: given to any other stage
+  # with a value other than the default, config_checks refuses them (but
+  # SHARED_RECIPE_SETTINGS).
   settings: tuple[str, ...] = ()
   evaluation_head: str = ""  # "": the trained --head; "ncm": the class-mean head it builds
   run_files: tuple[str, ...] = ()  # files beyond every run's (run_dir.py names them)

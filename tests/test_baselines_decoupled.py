@@ -129,15 +129,14 @@ def test_ncm_is_knn_classifier_with_euclidean_distance(features_mode, upstream_k
   labels = np.repeat(np.arange(4), [40, 12, 5, 2])
   train = (rng.normal(size=(len(labels), 6)) + 2.0 * np.eye(4, 6)[labels] + 1.5).astype(np.float32)
   dataset = [(train[i:i + 8], labels[i:i + 8]) for i in range(0, len(labels), 8)]
-  centroids, mean = decoupled.ncm_statistics(_IdentityEmbedding(), dataset, 4, features_mode)
-  upstream = upstream_knn_centroids(train.astype(np.float64), labels)
-  np.testing.assert_allclose(centroids, upstream[upstream_key], rtol=1e-6, atol=1e-9)
-  if features_mode == "cl2n":
-    np.testing.assert_allclose(mean, upstream["mean"], rtol=1e-6)
   head = heads.NCMClassifier(4, features_mode, "euclidean")
   head.build((None, 6))
-  head.centroids.assign(centroids.astype(np.float32))
-  head.feature_mean.assign(mean.astype(np.float32))
+  centroids, mean = decoupled.fit_ncm_head(_IdentityEmbedding(), head, dataset)
+  upstream = upstream_knn_centroids(train.astype(np.float64), labels)
+  # The head holds float32 class means, as the model that is served.
+  np.testing.assert_allclose(centroids, upstream[upstream_key], rtol=1e-6, atol=1e-7)
+  if features_mode == "cl2n":
+    np.testing.assert_allclose(mean, upstream["mean"], rtol=1e-6)
   test = rng.normal(size=(10, 6)).astype(np.float32) + 1.5
   expected = upstream_knn_logits(test.astype(np.float64), upstream[upstream_key],
                                  upstream["mean"], features_mode.replace("raw", "un"))

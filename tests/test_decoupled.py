@@ -26,6 +26,12 @@ def _head(kernel, norm_power=1.0):
   return head
 
 
+def _ncm_head(num_classes, width, features, distance="euclidean"):
+  head = heads.NCMClassifier(num_classes, features, distance)
+  head.build((None, width))
+  return head
+
+
 def test_ncm_on_separable_clusters():
   rng = np.random.default_rng(0)
   centres = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
@@ -34,7 +40,7 @@ def test_ncm_on_separable_clusters():
       0, 0.05, (len(labels), 3))
   dataset = [(features[i:i + 16].astype(np.float32), labels[i:i + 16])
              for i in range(0, len(labels), 16)]
-  means, _ = decoupled.ncm_statistics(_IdentityEmbedding(), dataset, 3, "l2n")
+  means, _ = decoupled.fit_ncm_head(_IdentityEmbedding(), _ncm_head(3, 3, "l2n"), dataset)
   unit = features / np.linalg.norm(features, axis=1, keepdims=True)
   np.testing.assert_allclose(means, [unit[labels == c].mean(axis=0) for c in range(3)],
                              rtol=1e-6)
@@ -42,14 +48,12 @@ def test_ncm_on_separable_clusters():
                              atol=0.05)
   test_points = (centres * 2 + rng.normal(0, 0.05, (3, 3))).astype(np.float32)
   for features_mode, distance in [("l2n", "cosine"), ("cl2n", "euclidean"), ("raw", "euclidean")]:
-    head = heads.NCMClassifier(3, features_mode, distance)
-    head.build((None, 3))
-    centroids, mean = decoupled.ncm_statistics(_IdentityEmbedding(), dataset, 3, features_mode)
-    head.centroids.assign(centroids.astype(np.float32))
-    head.feature_mean.assign(mean.astype(np.float32))
+    head = _ncm_head(3, 3, features_mode, distance)
+    decoupled.fit_ncm_head(_IdentityEmbedding(), head, dataset)
     assert list(np.argmax(np.asarray(head(test_points)), axis=-1)) == [0, 1, 2]
   one_class = [(np.ones((1, 4), np.float32), np.array([0]))]
-  empty_classes = decoupled.ncm_statistics(_IdentityEmbedding(), one_class, 3, "l2n")[0][1:]
+  empty_classes = decoupled.fit_ncm_head(_IdentityEmbedding(), _ncm_head(3, 4, "l2n"),
+                                         one_class)[0][1:]
   assert empty_classes.tolist() == np.zeros((2, 4)).tolist()
 
 
@@ -128,8 +132,8 @@ def _weights(layer):
 def test_decoupled_stage_keeps_backbone_and_reloads(trained_runs, stage, backbone):
   teacher_dir, student_dir, root = trained_runs
   source_dir = teacher_dir if backbone == "teacher" else student_dir
-  config = _tiny_config(root / stage, stage=stage, long_tail={"backbone_from": source_dir,
-                                                              "tau": 0.5})
+  config = _tiny_config(root / stage, stage=stage, long_tail={
+      "backbone_from": source_dir, "tau": 0.5 if stage == "tau_norm" else None})
   result = training.run(config)
   assert {"top1", "many", "medium", "few", "ece", "per_class"} <= set(result)
   trained, _ = run_models.load_classifier(source_dir)
@@ -178,7 +182,7 @@ def test_decoupled_stage_needs_a_finished_backbone(tmp_path, crt_run):
   with pytest.raises(ValueError, match="is a crt run; valid: a finished teacher or student"):
     training.validate_run(_tiny_config(tmp_path / "b", stage="ncm",
                                      long_tail={"backbone_from": crt_run}))
-  with pytest.raises(ValueError, match="--loss=focal applies to --stage=teacher only"):
+  with pytest.raises(ValueError, match="--loss=focal applies to --stage=teacher, not student"):
     _tiny_config(tmp_path, stage="student", distill={"teachers": ("x",)},
                  long_tail={"loss": "focal"}).validate()
 

@@ -252,6 +252,6 @@ def test_images_go_straight_to_the_stem_conv_without_normalisation(name, size):
   stem = model.get_layer("stem_conv")
   assert stem.input is model.inputs[0]
   images = np.random.default_rng(0).uniform(size=(2, size, size, 3)).astype(np.float32)
-  stem_output = keras.Model(model.inputs, stem.output)(images)
+  stem_output = keras.Model(model.inputs[0], stem.output)(images)
   expected = tf.nn.conv2d(images, stem.kernel, strides=stem.strides[0], padding="SAME")
   np.testing.assert_allclose(stem_output.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)

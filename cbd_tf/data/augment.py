@@ -118,14 +118,21 @@ def augment_image(image: tf.Tensor, rest_seed: tf.Tensor,
 
 def preprocess_train(image: tf.Tensor, example_seed: tf.Tensor,
                      data: config_lib.DataConfig) -> tf.Tensor:
-  """Encoded bytes (scalar string) or uint8 (H, W, C) image -> float32 (S, S, 3) in [0, 1].
-  The training pipeline runs the same functions (pipeline.train_batches)."""
+  """Encoded bytes (scalar string) or uint8 (H, W, C) image -> float32 (S, S, 3) in [0, 1]:
+  what pipeline.train_batches runs on each training example (on image files in two maps,
+  crop_resize_flip then augment_image, so a broken file is skipped between them)."""
   seeds = train_seeds(example_seed)
+  return augment_image(crop_resize_flip(image, seeds, data), seeds.rest, data)
+
+
+def crop_resize_flip(image: tf.Tensor, seeds: TrainSeeds,
+                     data: config_lib.DataConfig) -> tf.Tensor:
+  """The random resized crop (decoding only the window of encoded bytes) and flip."""
   if image.dtype == tf.string:
     cropped = decode_and_crop(image, seeds.crop, data)
   else:
     cropped = crop(image, seeds.crop, data)
-  return augment_image(resize_and_flip(cropped, seeds.flip, data), seeds.rest, data)
+  return resize_and_flip(cropped, seeds.flip, data)
 
 
 def preprocess_eval(image: tf.Tensor, data: config_lib.DataConfig) -> tf.Tensor:

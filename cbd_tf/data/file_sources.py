@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from cbd_tf import config as config_lib
-from cbd_tf.data.source_types import Source, Split
+from cbd_tf.data.source_types import Source, Split, check_labels
 
 PLACES_LT_CLASSES = 365
 PLACES_LT_LISTS = ("Places_LT_train.txt", "Places_LT_val.txt", "Places_LT_test.txt")
@@ -47,11 +47,11 @@ def _file_list_source(name, data, train_list, val_list, test_list, num_classes) 
     raise ValueError(f"--dataset={name} needs --test_list=FILE or --val_list=FILE")
   train_paths, train_labels, train_lines = read_file_list(train_list, data.data_dir)
   num_classes = num_classes or int(train_labels.max()) + 1
-  _check_list_labels(train_list, train_labels, train_lines, num_classes)
+  check_labels(train_labels, num_classes, train_list, train_lines)
 
   def eval_split(list_file: str) -> Split:
     paths, labels, lines = read_file_list(list_file, data.data_dir)
-    _check_list_labels(list_file, labels, lines, num_classes)
+    check_labels(labels, num_classes, list_file, lines)
     return Split.from_files(paths, labels)
 
   return Source(
@@ -88,13 +88,6 @@ def read_file_list(list_file: str, data_dir: str) -> tuple[np.ndarray, np.ndarra
     raise ValueError(f"file list {list_file!r} has no entries")
   return (np.asarray(paths, dtype=object), np.asarray(labels, dtype=np.int64),
           np.asarray(line_numbers))
-
-
-def _check_list_labels(list_file, labels, line_numbers, num_classes) -> None:
-  bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-  if len(bad):
-    raise ValueError(f"{list_file}:{int(line_numbers[bad[0]])}: label {int(labels[bad[0]])} "
-                     f"is outside [0, {num_classes})")
 
 
 def _class_names_from_paths(paths, labels, num_classes) -> tuple[str, ...]:

@@ -65,10 +65,8 @@ def train_batches(examples: tf.data.Dataset, split: sources.Split, data: config_
     images = tf.constant(split.images)
 
     def load(index, example_seed):  # cannot fail to read: one map
-      seeds = augment.train_seeds(example_seed)
-      image = augment.crop(tf.gather(images, index), seeds.crop, data)
-      image = augment.resize_and_flip(image, seeds.flip, data)
-      return augment.augment_image(image, seeds.rest, data), tf.gather(labels, index)
+      return (augment.preprocess_train(tf.gather(images, index), example_seed, data),
+              tf.gather(labels, index))
     dataset = examples.map(load, num_parallel_calls=num_parallel_calls)
     return dataset.batch(batch_size, drop_remainder=True)
 
@@ -78,8 +76,7 @@ def train_batches(examples: tf.data.Dataset, split: sources.Split, data: config_
 
   def read(index, example_seed, *position):
     seeds = augment.train_seeds(example_seed)
-    image = augment.decode_and_crop(tf.io.read_file(tf.gather(paths, index)), seeds.crop, data)
-    image = augment.resize_and_flip(image, seeds.flip, data)
+    image = augment.crop_resize_flip(tf.io.read_file(tf.gather(paths, index)), seeds, data)
     rest = (seeds.rest,) if augmenting else ()
     return (*position, image, *rest, tf.gather(labels, index))
 

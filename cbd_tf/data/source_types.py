@@ -66,10 +66,16 @@ class Source:
     return len(self.skipped_files)
 
 
-def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
-  """Raises ValueError naming the first label outside [0, num_classes)."""
+def check_labels(labels: np.ndarray, num_classes: int, where: str,
+                 line_numbers: np.ndarray | None = None) -> None:
+  """Raises ValueError naming the first label outside [0, num_classes): by its line of the
+  list file `where` if `line_numbers` are given, else by its index."""
   labels = np.asarray(labels)
   bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-  if len(bad):
-    raise ValueError(f"{where}: example {int(bad[0])} has label {int(labels[bad[0]])}, "
-                     f"outside [0, {num_classes}) ({len(bad)} such labels)")
+  if not len(bad):
+    return
+  first = int(bad[0])
+  at = (f"{where}:{int(line_numbers[first])}: label" if line_numbers is not None
+        else f"{where}: example {first} has label")
+  raise ValueError(f"{at} {int(labels[first])} is outside [0, {num_classes}) "
+                   f"({len(bad)} such labels)")

@@ -1,17 +1,12 @@
-"""The Keras API's dataset builders (cbd_tf/data/datasets.py), and the README's Keras snippet
-run as written from another directory."""
-
-import os
-import re
-import subprocess
-import sys
+"""The Keras API's dataset builders (cbd_tf/data/datasets.py). The README's Keras snippet,
+which uses them, runs as written in tests/test_docs.py."""
 
 import numpy as np
 import pytest
 import scipy.stats
 
 import cbd_tf
-from tests import fakes, helpers
+from tests import fakes
 
 
 def test_training_dataset_draws_by_the_policy():
@@ -48,22 +43,3 @@ def test_bad_input_names_the_problem():
     cbd_tf.training_dataset(split, image_size=8, crop_size=3)
   with pytest.raises(ValueError, match="unknown sampling 'balanced'; valid: instance, "):
     cbd_tf.training_dataset(split, "balanced", image_size=8)
-
-
-def readme_python_snippet(heading="### From Python (Keras API)"):
-  with open(os.path.join(helpers.ROOT, "README.md")) as f:
-    text = f.read()
-  section = text[text.index(heading):]
-  return re.search(r"```python\n(.*?)```", section, re.S).group(1)
-
-
-@pytest.mark.slow
-def test_readme_keras_snippet_runs_as_written_from_another_directory(tmp_path):
-  script = tmp_path / "snippet.py"
-  script.write_text(readme_python_snippet())
-  result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=900, check=False,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "'accuracy'" in result.stdout and (tmp_path / "student.keras").exists()
-  assert cbd_tf.load_model(str(tmp_path / "student.keras")).num_classes == 10

@@ -155,8 +155,8 @@ def test_tfrecord_exports_once_and_skips_broken_images(tmp_path):
   assert source.class_names == ("0", "1", "2") and len(source.test) == 3
   exported = sorted(d for d in os.listdir(tmp_path / "cache") if d.startswith("export_"))
   assert len(exported) == 2
-  with pytest.raises(ValueError, match=r"TFRecord train files .*: example 5 has label 2, "
-                                       r"outside \[0, 2\)"):
+  with pytest.raises(ValueError, match=r"TFRecord train files .*: example 5 has label 2 "
+                                       r"is outside \[0, 2\)"):
     sources.load_source(dataclass_replace(data, num_classes=2))
 
 

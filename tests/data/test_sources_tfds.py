@@ -44,8 +44,8 @@ def test_evaluation_splits_follow_the_official_protocol():
 
 def test_tfds_label_outside_classes_is_an_error(tmp_path):
   with mocked_tfds(train_labels=np.array([0, 1, 1000])):
-    with pytest.raises(ValueError, match=r"TFDS imagenet_lt train: example 2 has label 1000, "
-                                         r"outside \[0, 1000\)"):
+    with pytest.raises(ValueError, match=r"TFDS imagenet_lt train: example 2 has label 1000 "
+                                         r"is outside \[0, 1000\)"):
       sources.load_source(tfds_config(tmp_path, "imagenet_lt"))
 
 
