@@ -230,7 +230,8 @@ class OutputConfig:
   profile_batches: tuple[int, ...] = setting(
       (), "profile_batches", "FIRST,LAST training steps to profile into TensorBoard.")
   export_dir: str = setting(
-      "", "export_dir", "Write a SavedModel for TF Serving here at the end of training.")
+      "", "export_dir", "Write a SavedModel for TF Serving here (train: at the end of training; "
+      "export: required).")
   top_k: int = setting(
       5, "top_k", "Classes a served prediction returns (capped at the class count).")
   # Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS).

@@ -20,10 +20,9 @@ FLAGS_READ = {"workdir", "saved_model"}
 def main(argv: list[str]) -> None:
   del argv
   values = flags.FLAGS
-  unexpected = flags.unexpected_flags(FLAGS_READ)
+  unexpected = flags.unexpected_flag_error("evaluate", FLAGS_READ)
   if unexpected:
-    sys.exit(f"cbd_tf.evaluate: error: --{unexpected[0]} is not a flag of evaluate, which takes "
-             f"{', '.join('--' + name for name in sorted(FLAGS_READ))}")
+    sys.exit(unexpected)
   if not values.saved_model and not values.workdir:
     sys.exit("cbd_tf.evaluate: error: --workdir=RUN_DIR or --saved_model=EXPORT_DIR is required")
   try:

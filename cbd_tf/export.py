@@ -1,6 +1,6 @@
 """SavedModel export of a finished run's inference model, for TF Serving (serving.py).
 
-  python -m cbd_tf.export --workdir=RUN_DIR --output=EXPORT_DIR [--top_k=5]
+  python -m cbd_tf.export --workdir=RUN_DIR --export_dir=EXPORT_DIR [--top_k=5]
       [--max_image_pixels=89478485] [--max_request_images=64] [--posthoc_tau=T|val]
 
 --posthoc_tau bakes logits - tau * log prior (Menon et al.) into the served probabilities
@@ -18,23 +18,22 @@ import sys
 from cbd_tf import evaluation, flags, serving
 
 # Every other flag is a training setting: given here, it stops the command (it would do nothing).
-FLAGS_READ = {"workdir", "output", "top_k", "max_image_pixels", "max_request_images",
+FLAGS_READ = {"workdir", "export_dir", "top_k", "max_image_pixels", "max_request_images",
               "posthoc_tau"}
 
 
 def main(argv: list[str]) -> None:
   del argv
   values = flags.FLAGS
-  unexpected = flags.unexpected_flags(FLAGS_READ)
+  unexpected = flags.unexpected_flag_error("export", FLAGS_READ)
   if unexpected:
-    sys.exit(f"cbd_tf.export: error: --{unexpected[0]} is not a flag of export, which takes "
-             f"{', '.join('--' + name for name in sorted(FLAGS_READ))}")
-  if not values.workdir or not values.output:
-    sys.exit("cbd_tf.export: error: --workdir=RUN_DIR and --output=EXPORT_DIR are required")
+    sys.exit(unexpected)
+  if not values.workdir or not values.export_dir:
+    sys.exit("cbd_tf.export: error: --workdir=RUN_DIR and --export_dir=EXPORT_DIR are required")
   try:
     tau = evaluation.run_posthoc_tau(
         values.workdir, values.posthoc_tau if values["posthoc_tau"].present else None)
-    print(serving.export_run(values.workdir, values.output, values.top_k,
+    print(serving.export_run(values.workdir, values.export_dir, values.top_k,
                              values.max_image_pixels, values.max_request_images, tau))
   except ValueError as error:
     sys.exit(f"cbd_tf.export: error: {error}")

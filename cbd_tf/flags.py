@@ -55,8 +55,7 @@ def _flag_fields():
 for _, _field, _field_type in _flag_fields():
   _define(_field, _field_type)
 
-# Flags of one CLI each, not settings of a run.
-flags.DEFINE_string("output", None, "cbd_tf.export: directory to write the SavedModel to.")
+# A flag of one CLI, not a setting of a run.
 flags.DEFINE_string("saved_model", None, "cbd_tf.evaluate: evaluate this SavedModel export.")
 
 FLAGS = flags.FLAGS
@@ -91,12 +90,16 @@ def run_cli(main, usage: str, names: set[str] | None = None) -> None:
   app.run(main)
 
 
-def unexpected_flags(allowed: set[str]) -> list[str]:
-  """The cbd_tf flags given on the command line (or in a flagfile) that are not `allowed`:
-  a CLI that reads only some must not accept the others and ignore them."""
-  return sorted(name for name, flag in FLAGS._flags().items()  # pylint: disable=protected-access
-                if name == flag.name and flag.present and name not in allowed
-                and FLAGS.find_module_defining_flag(name) == __name__)
+def unexpected_flag_error(program: str, allowed: set[str]) -> str | None:
+  """The one-line error of `program` (evaluate, export) if a cbd_tf flag it does not read was
+  given on the command line or in a flagfile: it must not accept the flag and ignore it."""
+  unexpected = sorted(name for name, flag in FLAGS._flags().items()  # pylint: disable=protected-access
+                      if name == flag.name and flag.present and name not in allowed
+                      and FLAGS.find_module_defining_flag(name) == __name__)
+  if not unexpected:
+    return None
+  return (f"cbd_tf.{program}: error: --{unexpected[0]} is not a flag of {program}, which takes "
+          f"{', '.join('--' + name for name in sorted(allowed))}")
 
 
 def config_from_flags() -> config_lib.Config:

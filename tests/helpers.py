@@ -16,6 +16,21 @@ def tiny_classifier(num_classes=4, image_size=8, projection_dim=0, sync_batchnor
                     sync_batchnorm=sync_batchnorm)
 
 
+def tiny_run_config(workdir, **sections):
+  """A Config of tiny runs of every stage (ResNet-8 at 16 px, one short epoch, no periodic
+  evaluation); `sections` change it as Config.replace does."""
+  from cbd_tf import config as config_lib  # pylint: disable=import-outside-toplevel
+  config = config_lib.Config(
+      workdir=str(workdir),
+      data=config_lib.DataConfig(image_size=16, batch_size=16, crop_min_area=0.6,
+                                 horizontal_flip=False, eval_crop_fraction=1.0),
+      model=config_lib.ModelConfig(backbone="resnet8"),
+      optimizer=config_lib.OptimizerConfig(epochs=1, steps_per_epoch=2, learning_rate=0.2),
+      long_tail=config_lib.LongTailConfig(decoupled_epochs=1),
+      output=config_lib.OutputConfig(eval_every_epochs=0))
+  return config.replace(**sections)
+
+
 def tiny_batch(batch_size=8, image_size=8, num_classes=4, seed=0):
   rng = np.random.default_rng(seed)
   images = rng.uniform(size=(batch_size, image_size, image_size, 3)).astype(np.float32)

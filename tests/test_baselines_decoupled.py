@@ -225,15 +225,9 @@ def test_decoupled_batchnorm_statistics_follow_batches_only_in_train_mode(batchn
 # --- the stages end to end on mnist_pairs_lt (validation split) ---
 
 def _tiny_config(workdir, **changes):
-  config = config_lib.Config(
-      workdir=str(workdir),
-      data=config_lib.DataConfig(dataset="mnist_pairs_lt", image_size=16, batch_size=32,
-                                 crop_min_area=0.6, horizontal_flip=False,
-                                 eval_crop_fraction=1.0, eval_batch_size=500),
-      model=config_lib.ModelConfig(backbone="resnet8", head="linear"),
-      optimizer=config_lib.OptimizerConfig(epochs=1, steps_per_epoch=3, learning_rate=0.2),
-      long_tail=config_lib.LongTailConfig(decoupled_epochs=1),
-      output=config_lib.OutputConfig(eval_every_epochs=0))
+  config = helpers.tiny_run_config(
+      workdir, data={"dataset": "mnist_pairs_lt", "batch_size": 32, "eval_batch_size": 500},
+      model={"head": "linear"}, optimizer={"steps_per_epoch": 3})
   return config.replace(**changes)
 
 

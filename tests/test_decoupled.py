@@ -89,16 +89,7 @@ def test_sweep_tau_scores_each_tau_and_restores_the_head():
   assert head.norm_power == 1.0
 
 
-def _tiny_config(workdir, **changes):
-  config = config_lib.Config(
-      workdir=str(workdir),
-      data=config_lib.DataConfig(image_size=16, batch_size=16, crop_min_area=0.6,
-                                 horizontal_flip=False, eval_crop_fraction=1.0),
-      model=config_lib.ModelConfig(backbone="resnet8"),
-      optimizer=config_lib.OptimizerConfig(epochs=1, steps_per_epoch=2, learning_rate=0.2),
-      long_tail=config_lib.LongTailConfig(decoupled_epochs=1),
-      output=config_lib.OutputConfig(eval_every_epochs=0))
-  return config.replace(**changes)
+_tiny_config = helpers.tiny_run_config
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,7 @@ def test_console_scripts_run_each_cli_from_another_directory(tmp_path):
   # imported from the checkout's directory.
   expected = {"cbd-train": "cbd_tf.train: error: --workdir is required",
               "cbd-evaluate": "cbd_tf.evaluate: error: --workdir=RUN_DIR or --saved_model",
-              "cbd-export": "cbd_tf.export: error: --workdir=RUN_DIR and --output=EXPORT_DIR"}
+              "cbd-export": "cbd_tf.export: error: --workdir=RUN_DIR and --export_dir=EXPORT_DIR"}
   assert set(pyproject()["project"]["scripts"]) == set(expected)
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
   processes = {name: subprocess.Popen(  # pylint: disable=consider-using-with

@@ -72,7 +72,7 @@ def test_preset_teacher_and_student_run_evaluate_resume_and_serve_offline(tmp_pa
   assert os.path.exists(tmp_path / "crt" / "backbone.json")
 
   export = str(tmp_path / "export")
-  exported = helpers.run_module("cbd_tf.export", f"--workdir={teacher}", f"--output={export}",
+  exported = helpers.run_module("cbd_tf.export", f"--workdir={teacher}", f"--export_dir={export}",
                                 env=env)
   assert exported.returncode == 0, exported.stderr[-3000:]
   image = fakes.write_file(tmp_path / "digit.png", fakes.image_bytes("png", size=(20, 20)))

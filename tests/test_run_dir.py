@@ -134,13 +134,13 @@ def test_evaluate_and_export_command_lines_give_one_line_errors(tmp_path):
   assert _run_cli("evaluate", f"--workdir={unfinished}") == (
       f"cbd_tf.evaluate: error: run directory {unfinished!r} has no final.weights.h5 "
       "(not a finished training run)")
-  assert _run_cli("export", f"--workdir={unfinished}", f"--output={tmp_path / 'out'}") == (
+  assert _run_cli("export", f"--workdir={unfinished}", f"--export_dir={tmp_path / 'out'}") == (
       f"cbd_tf.export: error: run directory {unfinished!r} has no final.weights.h5 "
       "(not a finished training run)")
   assert _run_cli("export", f"--workdir={unfinished}") == (
-      "cbd_tf.export: error: --workdir=RUN_DIR and --output=EXPORT_DIR are required")
+      "cbd_tf.export: error: --workdir=RUN_DIR and --export_dir=EXPORT_DIR are required")
   finished = fakes.fake_run(str(tmp_path / "finished"))
-  assert _run_cli("export", f"--workdir={finished}", f"--output={tmp_path / 'out'}",
+  assert _run_cli("export", f"--workdir={finished}", f"--export_dir={tmp_path / 'out'}",
                   "--top_k=0") == "cbd_tf.export: error: --top_k must be >= 1, got 0"
 
 
@@ -187,7 +187,7 @@ def test_evaluate_and_export_refuse_training_flags(tmp_path):
   assert _run_cli("evaluate", f"--workdir={tmp_path}", "--epochs=5") == (
       "cbd_tf.evaluate: error: --epochs is not a flag of evaluate, which takes --saved_model, "
       "--workdir")
-  assert _run_cli("export", f"--workdir={tmp_path}", f"--output={tmp_path}/e",
+  assert _run_cli("export", f"--workdir={tmp_path}", f"--export_dir={tmp_path}/e",
                   "--learning_rate=0.3").startswith(
       "cbd_tf.export: error: --learning_rate is not a flag of export, which takes "
-      "--max_image_pixels, --max_request_images, --output, --posthoc_tau, --top_k, --workdir")
+      "--export_dir, --max_image_pixels, --max_request_images, --posthoc_tau, --top_k, --workdir")
