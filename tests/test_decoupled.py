@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from cbd_tf import config as config_lib
 from cbd_tf import decoupled, evaluation, metrics, run_models, training
 from cbd_tf.models import heads
 from tests import helpers
