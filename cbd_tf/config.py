@@ -178,7 +178,7 @@ class OptimizerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
-  # The CBD defaults (DESIGN.md section 1). Code elsewhere takes DistillConfig.alpha / .beta
+  # The CBD defaults (the paper, README). Code elsewhere takes DistillConfig.alpha / .beta
   # as its default rather than writing the numbers again.
   alpha: float = setting(
       0.4, "distill_alpha", "alpha in (1 - alpha) * CE + alpha * beta * (1 - cos).")

@@ -29,7 +29,7 @@ def cbd_weights(alpha: float, beta: float) -> tuple[float, float]:
 
 def cbd_loss(labels, logits, student_features, teacher_features, alpha=DistillConfig.alpha,
              beta=DistillConfig.beta):
-  """The CBD student loss of one batch (DESIGN.md section 1)."""
+  """The CBD student loss of one batch: (1 - alpha) * CE + alpha * beta * (1 - cos)."""
   ce_weight, distill_weight = cbd_weights(alpha, beta)
   return (ce_weight * cross_entropy_loss(labels, logits) +
           distill_weight * feature_distillation_loss(student_features, teacher_features))

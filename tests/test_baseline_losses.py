@@ -71,11 +71,12 @@ def test_ldam_drw_is_their_weighted_mean_with_s_30():
     drw.on_epoch_begin(epoch)
     theirs = float(_their_ldam(cosines, labels, COUNTS, weight=_their_drw_weights(epoch, COUNTS)))
     assert float(loss(labels, logits)) == pytest.approx(theirs, rel=1e-5), epoch
-  # After DRW starts, the old mean(w * CE) is far from theirs (0.17x on CIFAR-10-LT).
+  # After DRW starts, the weighted mean(w * CE) is far from their sum(w * CE) / sum(w)
+  # (0.17x on CIFAR-10-LT): the normalisation matters.
   weights = _their_drw_weights(199, COUNTS)
   nll = -tf.gather(tf.nn.log_softmax(30 * cosines), labels, axis=1, batch_dims=1)
-  old = float(tf.reduce_mean(tf.gather(weights, labels) * tf.cast(nll, tf.float64)))
-  assert old / theirs < 0.5
+  weighted_mean = float(tf.reduce_mean(tf.gather(weights, labels) * tf.cast(nll, tf.float64)))
+  assert weighted_mean / theirs < 0.5
 
 
 def test_focal_is_ldam_drw_focal_with_gamma_1():

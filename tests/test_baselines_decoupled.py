@@ -143,8 +143,8 @@ def test_ncm_is_knn_classifier_with_euclidean_distance(features_mode, upstream_k
   np.testing.assert_allclose(np.asarray(head(test)), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_ncm_cosine_on_l2n_is_the_previous_ncm():
-  # Before: class means of L2-normalised features in a cosine head (scale 20, no tau).
+def test_ncm_cosine_on_l2n_is_a_cosine_head_on_the_class_means():
+  # Class means of L2-normalised features as the weights of a cosine head (scale 20, no tau).
   rng = np.random.default_rng(5)
   centroids = rng.normal(size=(3, 4)).astype(np.float32)
   head = heads.NCMClassifier(3, "l2n", "cosine", scale=20.0)

@@ -57,7 +57,7 @@ def test_one_distillation_loss_per_teacher_sums_to_the_total(tmp_path):
   keras.utils.set_random_seed(0)  # teachers whose shares differ clearly (~2%)
   model, student, teachers = build_distiller(teacher_names=["vanilla_1", "augmented_1"])
   images, labels = helpers.tiny_batch()
-  # DESIGN.md section 1, written out: the teacher feature is the concatenation of each
+  # The paper's loss, written out: the teacher feature is the concatenation of each
   # teacher's L2-normalised embedding, L2-normalised again; the student feature is the
   # projected embedding, L2-normalised; the term is mean(1 - cos).
   teacher = tf.math.l2_normalize(tf.concat(

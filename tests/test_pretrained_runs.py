@@ -11,10 +11,10 @@ import keras
 import numpy as np
 import pytest
 
-from cbd_tf.stages import pipeline as pipeline_stage
 from cbd_tf import config as config_lib
 from cbd_tf import pretrained
 from cbd_tf.models.classifier import Classifier
+from cbd_tf.stages import pipeline as pipeline_stage
 from tests import fakes, helpers
 
 SMOKE = ("--flagfile=configs/smoke.flags", "--checkpoint_every_steps=1")

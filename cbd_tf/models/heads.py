@@ -129,8 +129,8 @@ class NCMClassifier(keras.layers.Layer):
   `distance`:
     euclidean  logits = -|x - c|^2 (upstream's l2_similarity, its default)
     cosine     logits = scale * cos(x, c). Upstream's 'cos' is x . c / dim with c not
-               re-normalised; this is the cosine itself (the NCM this project used before,
-               with features=l2n and scale = --cosine_scale).
+               re-normalised; this is the cosine itself (with features=l2n: the class means
+               of unit embeddings as a cosine classifier's weights).
   Centroids and mean are weights (not trained), so the head saves and reloads with the model.
   """
 
