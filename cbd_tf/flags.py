@@ -18,6 +18,7 @@ import typing
 from absl import app, flags
 
 from cbd_tf import config as config_lib
+from cbd_tf import stage_registry
 
 # Config section -> its dataclass; "" holds the top-level fields (stage, workdir, seed).
 SECTIONS = {"": config_lib.Config, "data": config_lib.DataConfig,
@@ -72,8 +73,10 @@ def help_text(usage: str, names: set[str] | None = None) -> str:
     name = field.metadata["flag"]
     if names is None or name in names:
       default = FLAGS[name].default
+      readers = stage_registry.stages_reading(name)
+      stages = f" [--stage={' / '.join(readers)}]" if readers else ""
       groups.setdefault(_SECTION_TITLES.get(section, section), []).append(
-          f"  --{name} (default: {default!r})\n      {FLAGS[name].help}")
+          f"  --{name} (default: {default!r}){stages}\n      {FLAGS[name].help}")
   for name in sorted((names or set()) - {f.metadata["flag"] for _, f, _ in _flag_fields()}):
     groups.setdefault("command", []).append(f"  --{name}\n      {FLAGS[name].help}")
   sections = [f"{title}:\n" + "\n".join(lines) for title, lines in groups.items()]

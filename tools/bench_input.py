@@ -203,7 +203,10 @@ def rate_whole_pass(build, num_images: int) -> float:
 
 
 def benchmarks(paths: list[str], data: config_lib.DataConfig, e2e_images: int):
-  """name -> (threads, reference label, measure() -> (reference img/s, cbd_tf img/s))."""
+  """name -> (threads, reference label, measure() -> (reference img/s, cbd_tf img/s)).
+
+  One function longer than the rest: each measurement is a closure over the same paths,
+  labels and batch sizes, and the table at the end names them side by side."""
   size, short_side = data.image_size, round(data.image_size / data.eval_crop_fraction)
   labels = np.arange(len(paths)) % 10
   split = source_types.Split.from_files(paths, labels)
