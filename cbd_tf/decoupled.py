@@ -13,10 +13,10 @@ as classifier-balancing (facebookresearch) defines each stage.
 
 Each has its builder (build_crt, build_lws, build_tau_norm, build_ncm), which its stage
 module (cbd_tf/stages/) calls. cRT / LWS train --decoupled_epochs, by default the stage's
-recipe (its registry entry's default_epochs: 10 / 5). With --decoupled_batchnorm=train the frozen backbone's
-BatchNorm layers normalise with the batch's statistics and update their moving statistics,
-as upstream's model.train() does under the frozen weights. Where the data set has a
-validation split, the epoch with the best validation top-1 is kept
+recipe (its registry entry's default_epochs: 10 / 5). With --decoupled_batchnorm=train the
+frozen backbone's BatchNorm layers normalise with the batch's statistics and update their
+moving statistics, as upstream's model.train() does under the frozen weights. Where the data
+set has a validation split, the epoch with the best validation top-1 is kept
 (callbacks.BestValidationEpoch), as upstream.
 
 tau-norm without --tau sweeps TAU_SWEEP (0, 0.1, ..., 2, as tau_norm.py) on the validation

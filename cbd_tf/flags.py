@@ -96,7 +96,8 @@ def run_cli(main, usage: str, names: set[str] | None = None) -> None:
 def unexpected_flag_error(program: str, allowed: set[str]) -> str | None:
   """The one-line error of `program` (evaluate, export) if a cbd_tf flag it does not read was
   given on the command line or in a flagfile: it must not accept the flag and ignore it."""
-  unexpected = sorted(name for name, flag in FLAGS._flags().items()  # pylint: disable=protected-access
+  defined = FLAGS._flags().items()  # pylint: disable=protected-access
+  unexpected = sorted(name for name, flag in defined
                       if name == flag.name and flag.present and name not in allowed
                       and FLAGS.find_module_defining_flag(name) == __name__)
   if not unexpected:

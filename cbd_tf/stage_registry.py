@@ -90,8 +90,9 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           "cbd_tf.stages.tau_norm", trains=False, settings=("backbone_from", "tau"),
           run_files=(run_dir.SELECTION,), **_DECOUPLED),
     Stage("ncm", "nearest class mean on --backbone_from's embeddings",
-          "cbd_tf.stages.ncm", trains=False, settings=("backbone_from", "ncm_features", "ncm_distance"),
-          evaluation_head="ncm", **_DECOUPLED),
+          "cbd_tf.stages.ncm", trains=False,
+          settings=("backbone_from", "ncm_features", "ncm_distance"), evaluation_head="ncm",
+          **_DECOUPLED),
 )}
 
 

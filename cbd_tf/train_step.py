@@ -145,8 +145,8 @@ class TrainStepModel(keras.Model):
       if list(terms) != list(self.term_metrics):
         raise ValueError(f"loss_terms gave {', '.join(terms)}; expected "
                          f"{', '.join(self.term_metrics)}")
-      # Terms built before weight decay: the graph optimiser may regroup the additions by
-      # construction order, and this order logs the same float32 loss as before (measured).
+      # Terms first, then weight decay: the graph optimiser may regroup additions by
+      # construction order, and a float32 sum depends on its order.
       loss = weighted_sum(terms)
       weight_decay = losses.weight_decay_loss(
           [v for v in variables if v.path not in self.weight_decay_exempt], self.weight_decay)

@@ -63,7 +63,8 @@ def test_student_stage_from_teacher_dirs_and_python_api(pipeline_dir, tmp_path):
   teachers = tuple(os.path.join(workdir, "teachers", n) for n in ("vanilla_1", "jitter_1"))
   student_config = config_lib.Config.load(os.path.join(workdir, "student", "config.json"))
   # Not the pipeline's export: other tests read it.
-  config = student_config.replace(workdir=str(tmp_path / "student"), distill={"teachers": teachers[:1]},
+  config = student_config.replace(workdir=str(tmp_path / "student"),
+                                  distill={"teachers": teachers[:1]},
                                   model={"projection_dim": 0}, output={"export_dir": ""})
   result = training.run(config)
   assert result["num_test"] == 1000

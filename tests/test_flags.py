@@ -12,9 +12,9 @@ from cbd_tf import config as config_lib
 from cbd_tf import flags
 from tests import helpers
 
-# The command line as it was before flags were generated (name, kind, default), written out
-# from the hand-written cbd_tf/flags.py of 2026-11-28: no flag may disappear or change its
-# default; later flags are added in order. Kind "string" includes enum flags.
+# The command line users' flagfiles and scripts rely on (name, kind, default): no flag may
+# disappear or change its default without a test changing here; new flags are added in
+# order. Kind "string" includes enum flags.
 CLI_FLAGS = [
     ("augmentation", "string", "standard"),
     ("backbone", "string", "resnet50"),

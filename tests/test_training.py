@@ -136,7 +136,8 @@ def test_post_hoc_stages_build_no_loss_optimizer_or_checkpoint(stage, backbone_r
   assert {run_dir.CONFIG, run_dir.CLASSES, run_dir.FINAL_WEIGHTS, run_dir.METRICS} <= names
   assert "checkpoints" not in names and run_dir.TENSORBOARD not in names
   assert "dropped_train_examples" not in result  # nothing was trained
-  # tau_norm without --tau chose tau on the validation split; ncm chose nothing.
+  # tau_norm without --tau chose tau on the validation split (selection.json); ncm chose nothing.
+  assert set(stage_registry.get_stage(stage).run_files) <= names
   assert (run_dir.SELECTION in names) == (stage == "tau_norm")
   saved = config_lib.Config.load(os.path.join(config.workdir, run_dir.CONFIG))
   assert saved.model.head == "linear"  # the backbone run's model section, resolved by build

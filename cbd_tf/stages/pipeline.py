@@ -36,7 +36,8 @@ def teacher_config(config: config_lib.Config, spec: str) -> config_lib.Config:
 def student_config(config: config_lib.Config) -> config_lib.Config:
   """A pipeline's student: the teachers it trained, then any --teachers, on
   --student_backbone (default: the teachers' --backbone)."""
-  teacher_dirs = tuple(teacher_config(config, spec).workdir for spec in config.distill.teacher_specs)
+  teacher_dirs = tuple(teacher_config(config, spec).workdir
+                       for spec in config.distill.teacher_specs)
   return config.replace(stage="student", workdir=run_dir.student_dir(config.workdir),
                         distill={"teachers": teacher_dirs + tuple(config.distill.teachers)},
                         # --init_from initialises --backbone: the student's too if it is the same.
