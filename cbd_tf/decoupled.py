@@ -48,7 +48,7 @@ TAU_SWEEP = metrics.TAU_SWEEP
 def check_backbone_run(directory: str, num_classes: int, image_size: int) -> None:
   """Raises ValueError unless `directory` is a finished teacher / student run fitting the data."""
   run_checks.check_finished_run(directory, num_classes, image_size, role="backbone",
-                             stages=stage_registry.backbone_source_stages())
+                                stages=stage_registry.backbone_source_stages())
 
 
 def check_tau_split(config: config_lib.Config, source: sources.Source) -> None:
@@ -128,7 +128,7 @@ def _on_frozen_backbone(config: config_lib.Config, source: sources.Source, batch
   trained, source_config = run_models.load_classifier(config.long_tail.backbone_from)
   config = decoupled_config(config, source_config, head_norm_power, class_scales)
   classifier = run_models.build_classifier(config, source.num_classes,
-                                        config.long_tail.backbone_from)
+                                           config.long_tail.backbone_from)
   copy_backbone(trained, classifier, batchnorm)
   return classifier, config, trained
 

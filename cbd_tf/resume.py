@@ -59,7 +59,7 @@ class TrainingState:
       return self.step
     if candidates:
       raise run_files.RunFault(f"no checkpoint in {self.restore_directory} is readable "
-                       f"({', '.join(candidates)}); move the directory away to start over")
+                               f"({', '.join(candidates)}); move the directory away to start over")
     return self.step
 
   def save(self) -> None:

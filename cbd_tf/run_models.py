@@ -48,7 +48,7 @@ def write_backbone_architecture(classifier: Classifier, directory: str) -> None:
 def keep_pretrained_backbone(backbone: keras.layers.Layer, directory: str) -> None:
   os.makedirs(directory, exist_ok=True)
   run_files.save_layer(backbone, os.path.join(directory, BACKBONE_ARCHITECTURE),
-             os.path.join(directory, PRETRAINED_BACKBONE))
+                       os.path.join(directory, PRETRAINED_BACKBONE))
 
 
 def load_classifier(directory: str) -> tuple[Classifier, config_lib.Config]:

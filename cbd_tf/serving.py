@@ -119,7 +119,7 @@ def export_saved_model(classifier, export_dir: str, class_names, train_counts,
     limits = {"max_image_pixels": config.output.max_image_pixels,
               "max_request_images": config.output.max_request_images}
     run_files.write_json(os.path.join(asset_dir, run_dir.SERVING_ASSET),
-                       {**limits, "posthoc_tau": posthoc_tau})
+                         {**limits, "posthoc_tau": posthoc_tau})
     module = ServingModule(classifier, class_names, config.data, top_k, asset_dir, **limits,
                            logit_offset=posthoc_tau * long_tail_losses.log_prior(train_counts))
     model_dir = os.path.join(staging, "saved_model")

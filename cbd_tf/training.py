@@ -100,7 +100,7 @@ def _train_stage(config: config_lib.Config, source: sources.Source,
     run_models.write_backbone_architecture(classifier, config.workdir)
     run_files.write_classes(config.workdir, source.class_names, source.train_counts)
     run_files.write_json(os.path.join(config.workdir, run_dir.ENVIRONMENT),
-                       environment.describe(config, source, strategy))
+                         environment.describe(config, source, strategy))
   selection, dropped = dict(built.selection), None
   if stage.trains:
     dropped, chosen = _fit(built, source, strategy, save_dir)
@@ -114,8 +114,8 @@ def _train_stage(config: config_lib.Config, source: sources.Source,
   if config.output.export_dir and chief:
     tau, _ = evaluation.posthoc_tau(classifier, config, source)
     serving.export_saved_model(classifier, config.output.export_dir, source.class_names,
-                              source.train_counts, config, config.output.top_k, warmup_images,
-                              tau)
+                               source.train_counts, config, config.output.top_k, warmup_images,
+                               tau)
     logging.info("exported a SavedModel to %s", config.output.export_dir)
   result = evaluation.evaluate_and_save(
       classifier, config, source, write=chief, dropped_train_examples=dropped)
@@ -140,9 +140,9 @@ def _fit(built: stages.Built, source: sources.Source,
           config.optimizer.epochs)
     optimizer = _build_optimizer(config, steps_per_epoch)
     built.fit_model.compile(optimizer=optimizer, weight_decay=config.optimizer.weight_decay,
-                         backbone_learning_rate_multiplier=(
-                             config.model.backbone_learning_rate_multiplier),
-                         **({"loss": loss} if built.compiles_loss else {}))
+                            backbone_learning_rate_multiplier=(
+                                config.model.backbone_learning_rate_multiplier),
+                            **({"loss": loss} if built.compiles_loss else {}))
     # Built now, so a checkpoint's optimiser slots have variables to restore into.
     optimizer.build(classifier.trainable_variables)
     state = resume.TrainingState(config.workdir, save_dir, classifier, optimizer)

@@ -123,7 +123,7 @@ def test_lws_on_linear_head_scales_the_biased_logits():
 
 
 @pytest.mark.parametrize("features_mode, upstream_key", [("cl2n", "cl2ncs"), ("l2n", "l2ncs"),
-                                                          ("raw", "uncs")])
+                                                         ("raw", "uncs")])
 def test_ncm_is_knn_classifier_with_euclidean_distance(features_mode, upstream_key):
   rng = np.random.default_rng(4)
   labels = np.repeat(np.arange(4), [40, 12, 5, 2])

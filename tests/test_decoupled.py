@@ -168,10 +168,10 @@ def test_decoupled_stage_needs_a_finished_backbone(tmp_path, crt_run):
     _tiny_config(tmp_path, stage="crt").validate()
   with pytest.raises(ValueError, match="has no config.json"):
     training.validate_run(_tiny_config(tmp_path / "a", stage="lws",
-                                     long_tail={"backbone_from": str(tmp_path)}))
+                                       long_tail={"backbone_from": str(tmp_path)}))
   with pytest.raises(ValueError, match="is a crt run; valid: a finished teacher or student"):
     training.validate_run(_tiny_config(tmp_path / "b", stage="ncm",
-                                     long_tail={"backbone_from": crt_run}))
+                                       long_tail={"backbone_from": crt_run}))
   with pytest.raises(ValueError, match="--loss=focal applies to --stage=teacher, not student"):
     _tiny_config(tmp_path, stage="student", distill={"teachers": ("x",)},
                  long_tail={"loss": "focal"}).validate()

@@ -26,7 +26,7 @@ def test_step_moves_student_and_leaves_teachers_unchanged():
     for weight, value in zip(teacher.weights, before):  # BatchNorm statistics included
       np.testing.assert_array_equal(weight.numpy(), value)
   moved = [not np.array_equal(w.numpy(), b) for w, b in zip(student.trainable_weights,
-                                                              student_before)]
+                                                            student_before)]
   assert all(moved)
   assert {"loss", "loss_ce", "loss_distill", "loss_weight_decay", "accuracy"} <= set(history)
   assert {"loss_distill_0", "loss_distill_1"} <= set(history)  # no names given: indices

@@ -1,7 +1,8 @@
-"""Exports as TF Serving meets them. What a served model does with bytes it did not make: the size each format declares in
-its header, read before decoding; images over the export's pixel limit and requests over
-its image count refused with a message naming the limit, the next request served. And TF
-Serving's warm-up record, read back as PredictionLog protos and replayed."""
+"""Exports as TF Serving meets them. What a served model does with bytes it did not make:
+the size each format declares in its header, read before decoding; images over the export's
+pixel limit and requests over its image count refused with a message naming the limit, the
+next request served. And TF Serving's warm-up record, read back as PredictionLog protos and
+replayed."""
 
 import io
 import json

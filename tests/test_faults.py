@@ -103,7 +103,7 @@ def test_no_readable_checkpoint_stops_instead_of_restarting(tmp_path):
 
 @pytest.mark.parametrize("error_number", [errno.ENOSPC, errno.EROFS])
 def test_failed_save_keeps_the_previous_checkpoint_and_names_the_path(tmp_path, monkeypatch,
-                                                                     error_number):
+                                                                      error_number):
   config = teacher_config(tmp_path)
   saves = []
   original = tf.train.CheckpointManager.save

@@ -134,7 +134,8 @@ def test_init_from_rejects_what_does_not_fit_naming_the_weight(tmp_path):
                                        r"conv1/kernel \(3, 3, 16, 16\) there, stage2_block1_"
                                        r"conv1/kernel \(3, 3, 16, 32\) here"):
     pretrained.load_backbone_weights(model.backbone, str(tmp_path / "run20"))
-  with pytest.raises(ValueError, match=r"stem_conv/kernel \(3, 3, 3, 16\) there, .*\(7, 7, 3, 64\)"):
+  with pytest.raises(ValueError,
+                     match=r"stem_conv/kernel \(3, 3, 3, 16\) there, .*\(7, 7, 3, 64\)"):
     pretrained.load_backbone_weights(Classifier("resnet18", 10, 64).backbone,
                                      str(tmp_path / "run20"))
   for variable, value in zip(model.backbone.weights, before):

@@ -93,7 +93,7 @@ def test_tensorboard_scalars_profile_and_reports(pipeline_dir):
   assert {"train/loss", "train/loss_ce", "train/loss_distill", "train/lr", "val/top1",
           "val/acc_many", "val/acc_medium", "val/acc_few"} <= student_tags
   assert "train/loss_ce" in scalar_tags(os.path.join(workdir, "teachers", "vanilla_1",
-                                                      "tensorboard"))
+                                                     "tensorboard"))
   traces = glob.glob(os.path.join(workdir, "student", "tensorboard", "plugins", "profile", "*",
                                   "*.xplane.pb"))
   assert traces

@@ -184,7 +184,8 @@ def ensure_run(name: str, seed_dir: str, seed: int, options: dict) -> dict:
     ensure_run(needed, seed_dir, seed, options)
   metrics_path = os.path.join(workdir, "metrics.json")
   if run.posthoc_from and not os.path.exists(metrics_path):
-    _reevaluate(os.path.join(seed_dir, run.posthoc_from), workdir, run.flags(seed_dir, seed, options))
+    _reevaluate(os.path.join(seed_dir, run.posthoc_from), workdir,
+                run.flags(seed_dir, seed, options))
   elif not os.path.exists(os.path.join(workdir, "final.weights.h5")):
     if name == "tau_norm" and seed not in options["tau"]:
       options["tau"][seed] = choose_tau(os.path.join(seed_dir, "ce_linear"), options)

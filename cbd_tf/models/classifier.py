@@ -52,7 +52,8 @@ class Classifier(train_step.TrainStepModel):
       self.backbone.build((None, image_size, image_size, 3))
     self.backbone_dim = int(self.backbone.compute_output_shape(
         (None, image_size, image_size, 3))[-1])
-    self.projection = heads.ProjectionHead(projection_dim, name="projection") if projection_dim else None
+    self.projection = (heads.ProjectionHead(projection_dim, name="projection")
+                       if projection_dim else None)
     self.head = heads.build_head(head, num_classes, cosine_scale, norm_power=head_norm_power,
                                  class_scales=class_scales, ncm_features=ncm_features,
                                  ncm_distance=ncm_distance)

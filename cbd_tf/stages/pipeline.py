@@ -48,7 +48,7 @@ def student_config(config: config_lib.Config) -> config_lib.Config:
 
 
 def run(config: config_lib.Config, source: sources.Source,
-                 strategy: tf.distribute.Strategy | None = None) -> dict:
+        strategy: tf.distribute.Strategy | None = None) -> dict:
   """Every teacher, then the student; runs whose final weights exist are not retrained."""
   strategy = strategy or tf.distribute.get_strategy()
   if distribute.is_chief(strategy):
@@ -72,7 +72,7 @@ def run(config: config_lib.Config, source: sources.Source,
 
 
 def train_or_reuse(config: config_lib.Config, source: sources.Source,
-                    strategy: tf.distribute.Strategy) -> dict:
+                   strategy: tf.distribute.Strategy) -> dict:
   if run_dir.is_trained(config.workdir):
     metrics_path = os.path.join(config.workdir, run_dir.METRICS)
     logging.info("%s is trained already; not retraining", config.workdir)

@@ -12,7 +12,8 @@ from tests import fakes
 def test_training_dataset_draws_by_the_policy():
   data = cbd_tf.load_data("mnist_lt")
   counts = np.bincount(data.train.labels, minlength=10)
-  for policy, expected in (("instance", counts / counts.sum()), ("class_balanced", np.full(10, 0.1))):
+  for policy, expected in (("instance", counts / counts.sum()),
+                           ("class_balanced", np.full(10, 0.1))):
     batches = cbd_tf.training_dataset(data.train, policy, image_size=16, batch_size=100).take(20)
     labels, shapes = [], set()
     for images, batch_labels in batches:

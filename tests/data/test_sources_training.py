@@ -29,7 +29,7 @@ def prepare_files(tmp_path, dataset):
     return {"data_dir": root}
   if dataset == "tfrecord":
     train = fakes.write_tfrecords(tmp_path / "rec" / "train", [0, 0, 0, 1, 2, 1],
-                                         broken_at=(2,))
+                                  broken_at=(2,))
     test = fakes.write_tfrecords(tmp_path / "rec" / "test", [0, 1, 2])
     return {"tfrecord_train": train, "tfrecord_test": test}
   return {"data_dir": str(tmp_path / "tfds"), "imbalance_ratio": 10.0}
@@ -48,7 +48,7 @@ def test_dataset_trains_teacher_and_student(tmp_path, dataset, skipped):
   if tfds_data:
     cifar = dataset.startswith("cifar")
     with fakes.mocked_tfds(**({"per_class": 10} if cifar else
-                                          {"test_labels": np.array([0, 1, 2])})):
+                              {"test_labels": np.array([0, 1, 2])})):
       source = training.validate_run(config)
   else:
     source = training.validate_run(config)
@@ -91,7 +91,7 @@ def test_periodic_evaluation_uses_validation_split_and_test_is_evaluated_once(tm
   root = fakes.write_image_folder(tmp_path / "images", per_class=(7, 4, 2))
   # One more test image, so the two evaluation splits differ in size (val 6, test 7).
   fakes.write_file(os.path.join(root, "test", "cat", "extra.png"),
-                          fakes.image_bytes("png"))
+                   fakes.image_bytes("png"))
   evaluated_sizes = []
   build_eval_dataset = pipeline.build_eval_dataset
   monkeypatch.setattr(pipeline, "build_eval_dataset", lambda split, data: (
