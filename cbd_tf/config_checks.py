@@ -14,7 +14,6 @@ from cbd_tf.choices import (
 from cbd_tf.long_tail_config import DECOUPLED_BATCHNORM, LOSSES, NCM_DISTANCES, NCM_FEATURES
 
 
-
 def check(condition: bool, message: str) -> None:
   if not condition:
     raise ValueError(message)

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from cbd_tf import config as config_lib
 from cbd_tf import run_dir, run_files, run_models, stage_registry, stages, training
-from cbd_tf.stages import crt, student, teacher
+from cbd_tf.stages import crt, pipeline, student, teacher
 from cbd_tf.data import sampling
 from cbd_tf.data.source_types import Source, Split
 from tests import helpers
@@ -190,3 +190,13 @@ def test_progress_tracker_moves_t_with_the_optimizer_step():
     sampling.progress_tracker("progressive", 0, 0)
   with pytest.raises(ValueError, match="unknown sampling 'balanced'"):
     sampling.progress_tracker("balanced", 0, 10)
+
+
+def test_every_run_a_pipeline_builds_passes_the_checks_of_its_stage():
+  config = helpers.config_from_argv(
+      "--flagfile=configs/smoke.flags", "--workdir=/tmp/p", "--teachers=keras_hub:dinov2_base",
+      "--init_from=x.keras", "--student_backbone=resnet20")
+  runs = [pipeline.teacher_config(config, spec) for spec in config.distill.teacher_specs]
+  for run in runs + [pipeline.student_config(config)]:
+    run.validate()
+  assert all(run.distill.teachers == () for run in runs)

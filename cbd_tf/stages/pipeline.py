@@ -30,6 +30,7 @@ def teacher_config(config: config_lib.Config, spec: str) -> config_lib.Config:
       workdir=run_dir.teacher_dir(config.workdir, config_lib.teacher_run_name(spec)),
       data={"augmentation": augmentation, "sampling": config.distill.teacher_sampling},
       model={"student_backbone": ""},
+      distill={"teachers": ()},  # the student's extra teachers
       output={"export_dir": ""})  # a pipeline exports its student only
 
 
