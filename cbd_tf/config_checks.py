@@ -21,8 +21,7 @@ def check(condition: bool, message: str) -> None:
 
 def check_config(config: Any) -> None:
   """Raises ValueError naming the first value out of range or combination that cannot run."""
-  stages = tuple(stage_registry.STAGES)
-  check(config.stage in stages, f"unknown stage {config.stage!r}; valid: {', '.join(stages)}")
+  stage_registry.get_stage(config.stage)  # ValueError naming the valid stages
   check(bool(config.workdir), "--workdir is required")
   for section_check in (_check_data, _check_model, _check_optimizer, _check_distill,
                         _check_distribute, _check_output, _check_long_tail, _check_stage):

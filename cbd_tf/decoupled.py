@@ -176,10 +176,12 @@ def fit_ncm_head(model, head, dataset) -> tuple[np.ndarray, np.ndarray]:
       embedded = np.asarray(model.embed(images, training=False), np.float64)
       total, count = total + embedded.sum(axis=0), count + len(embedded)
     head.feature_mean.assign(np.asarray(total / max(count, 1), np.float32))
-  sums, counts = 0.0, np.zeros(head.num_classes)
+  sums, counts = None, np.zeros(head.num_classes)
   for images, labels in dataset:
     transformed = np.asarray(head.transform(model.embed(images, training=False)), np.float64)
-    sums = sums + np.eye(head.num_classes)[np.asarray(labels)].T @ transformed
+    if sums is None:
+      sums = np.zeros((head.num_classes, transformed.shape[-1]))
+    np.add.at(sums, np.asarray(labels), transformed)
     counts += np.bincount(np.asarray(labels), minlength=head.num_classes)
   head.centroids.assign((sums / np.maximum(counts, 1)[:, None]).astype(np.float32))
   return head.centroids.numpy(), head.feature_mean.numpy()

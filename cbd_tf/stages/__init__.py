@@ -36,15 +36,19 @@ class Built:
   # The config the run saves and trains with: what the stage resolved written in (a
   # student's projection width, a decoupled stage's head and chosen tau).
   config: config_lib.Config
-  # What fit() runs: the classifier itself, or a model around it (a student's CBDDistiller,
-  # which computes CBD's loss itself: compiles_loss False).
+  # What fit() runs: the classifier itself, or a model around it that computes its own loss
+  # (a student's CBDDistiller).
   fit_model: keras.Model | None = None
-  compiles_loss: bool = True
   selection: dict = dataclasses.field(default_factory=dict)  # chosen on the val split
 
   def __post_init__(self):
     if self.fit_model is None:
       self.fit_model = self.classifier
+
+  @property
+  def compiles_loss(self) -> bool:
+    """Whether fit() compiles --loss: the classifier does; a model around it has its own."""
+    return self.fit_model is self.classifier
 
 
 def stage_module(name: str) -> types.ModuleType:

@@ -19,7 +19,7 @@ def build(config: config_lib.Config, source: sources.Source) -> Built:
   frozen = teachers.load_teachers(config.distill.teachers, config.workdir, writes)
   config = with_teacher_width(config, frozen)
   student = pretrained.build_starting_classifier(config, source.num_classes, writes)
-  return Built(student, config, compiles_loss=False, fit_model=distiller.CBDDistiller(
+  return Built(student, config, fit_model=distiller.CBDDistiller(
       student, frozen, config.distill.alpha, config.distill.beta,
       # TensorBoard: train/loss_distill_<teacher name>, e.g. loss_distill_vanilla_1.
       teacher_names=teachers.teacher_metric_names(config.distill.teachers)))
