@@ -95,6 +95,12 @@ class DataConfig:
   cache_dir: str = setting(
       "", "data_cache_dir",
       "Exported TFDS/TFRecord images and image checks; empty: WORKDIR/data_cache.")
+  # Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS).
+  max_image_pixels: int = setting(
+      89_478_485, "max_image_pixels",
+      "The most pixels an image file may declare (a GIF: its first frame, the only one "
+      "decoded). Checked before decoding: training, evaluation and the image check skip a "
+      "larger file and list it with the skipped files; the export refuses it.")
   randaugment: bool = setting(False, "randaugment", "RandAugment in training.")
   randaugment_num_ops: int = setting(
       2, "randaugment_num_ops", "RandAugment operations per image.")
@@ -234,10 +240,6 @@ class OutputConfig:
       "export: required).")
   top_k: int = setting(
       5, "top_k", "Classes a served prediction returns (capped at the class count).")
-  # Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS).
-  max_image_pixels: int = setting(
-      89_478_485, "max_image_pixels", "Export: the served model refuses an image whose header "
-      "declares more pixels than this, before decoding it.")
   max_request_images: int = setting(
       64, "max_request_images", "Export: the served model refuses a request of more images.")
 
@@ -327,6 +329,7 @@ class Config:
         "long_tail": LongTailConfig,
     }
     kwargs = dict(values)
+    kwargs = _moved_settings(kwargs)
     for name, section_cls in sections.items():
       if name in kwargs:
         section = dict(kwargs[name])
@@ -354,3 +357,17 @@ class Config:
       except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is damaged: not JSON ({error})") from None
     return cls.from_dict(values)
+
+
+# Settings that moved between sections: (old section, new section, name). A config.json
+# written before the move still loads.
+_MOVED = (("output", "data", "max_image_pixels"),)
+
+
+def _moved_settings(values: dict[str, Any]) -> dict[str, Any]:
+  for old, new, name in _MOVED:
+    if name in values.get(old, {}):
+      old_section = dict(values[old])
+      values[new] = {name: old_section.pop(name), **values.get(new, {})}
+      values[old] = old_section
+  return values

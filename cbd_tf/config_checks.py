@@ -118,8 +118,8 @@ def _check_output(config: Any) -> None:
         all(b >= 0 for b in config.output.profile_batches),
         f"profile_batches must be FIRST,LAST steps, got {config.output.profile_batches}")
   check(config.output.top_k >= 1, f"top_k must be >= 1, got {config.output.top_k}")
-  check(config.output.max_image_pixels >= 1,
-        f"max_image_pixels must be >= 1, got {config.output.max_image_pixels}")
+  check(config.data.max_image_pixels >= 1,
+        f"max_image_pixels must be >= 1, got {config.data.max_image_pixels}")
   check(config.output.max_request_images >= 1,
         f"max_request_images must be >= 1, got {config.output.max_request_images}")
 

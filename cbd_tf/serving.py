@@ -2,7 +2,7 @@
 
 The export holds the classifier only (backbone, projection, classifier head): no teacher,
 no optimiser state. Signatures:
-  serving_default(image_bytes: string [N])     JPEG / PNG / GIF / BMP bytes of any size,
+  serving_default(image_bytes: string [N])     JPEG / PNG / GIF / BMP / WebP bytes,
                                                preprocessed in the graph as in evaluation
   predict_images(images: float32 [N, S, S, 3]) images already preprocessed, values in [0, 1]
 Both return probabilities [N, C], top_k_classes [N, k], top_k_scores [N, k] and
@@ -11,9 +11,11 @@ Probabilities are softmax(logits - posthoc_tau * log prior): the run's post-hoc 
 adjustment (Menon et al.), 0 unless asked for. Assets: class_names.txt, train_counts.txt,
 the run's config.json (posthoc_tau as baked) and serving.json (the limits below and
 posthoc_tau) (run_dir names them). serving_default refuses, before decoding, a request of more than
-max_request_images images and an image whose header declares more than max_image_pixels
-pixels (Pillow's default limit unless --max_image_pixels says otherwise): InvalidArgument
-naming the limit and the image's size; the next request is served.
+max_request_images images, and before decoding it an image whose header declares more than
+max_image_pixels pixels (Pillow's default limit unless --max_image_pixels says otherwise),
+a file of another format and an animated WebP; a GIF is cut after its first frame, the one
+decoded (data/image_header.py): InvalidArgument naming the reason in one line; the next
+request is served.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from absl import logging
 from cbd_tf import config as config_lib
 from cbd_tf import long_tail_losses, run_checks, run_dir, run_files
 from cbd_tf import run_models, serving_warmup
-from cbd_tf.data import augment, image_header
+from cbd_tf.data import augment
 
 
 class ServingModule(tf.Module):
@@ -62,16 +64,11 @@ class ServingModule(tf.Module):
         input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="images")])
 
   def _decode(self, image_bytes):
-    # The evaluation pipeline's decode and preprocessing, after the header's size is checked
-    # against the limit. An undecodable or oversized image raises InvalidArgument: that
-    # request fails, the server goes on.
-    height, width = tf.unstack(image_header.declared_size(image_bytes))
-    check = tf.debugging.Assert(height * width <= self.max_image_pixels, [
-        "image of", height, "x", width, "pixels is over the limit of",
-        self.max_image_pixels, "pixels (--max_image_pixels at export)"], summarize=8)
-    with tf.control_dependencies([check]):
-      image_bytes = tf.identity(image_bytes)
-    return augment.preprocess_eval(augment.decode_image(image_bytes), self.data)
+    # The evaluation pipeline's decode, which checks the header against the limit before
+    # decoding. An undecodable or oversized image raises InvalidArgument: that request
+    # fails, the server goes on.
+    return augment.preprocess_eval(augment.decode_image(image_bytes, self.max_image_pixels),
+                                   self.data)
 
   def _outputs(self, images):
     logits, features = self.classifier.call_with_features(images, training=False)
@@ -83,9 +80,9 @@ class ServingModule(tf.Module):
   def _serve_image_bytes(self, image_bytes):
     size = self.data.image_size
     count = tf.size(image_bytes, out_type=tf.int64)
-    check = tf.debugging.Assert(count <= self.max_request_images, [
-        "a request of", count, "images is over the limit of",
-        self.max_request_images, "images (--max_request_images at export)"])
+    check = tf.debugging.Assert(count <= self.max_request_images, [tf.strings.format(
+        "a request of {} images is over the limit of {} images (--max_request_images)",
+        (count, self.max_request_images))])
     with tf.control_dependencies([check]):
       image_bytes = tf.identity(image_bytes)
     images = tf.map_fn(self._decode, image_bytes,
@@ -116,7 +113,7 @@ def export_saved_model(classifier, export_dir: str, class_names, train_counts,
       f.write("".join(f"{int(count)}\n" for count in train_counts))
     config.replace(long_tail={"posthoc_tau": f"{posthoc_tau:g}"}).save(
         os.path.join(asset_dir, run_dir.CONFIG_ASSET))
-    limits = {"max_image_pixels": config.output.max_image_pixels,
+    limits = {"max_image_pixels": config.data.max_image_pixels,
               "max_request_images": config.output.max_request_images}
     run_files.write_json(os.path.join(asset_dir, run_dir.SERVING_ASSET),
                          {**limits, "posthoc_tau": posthoc_tau})
@@ -155,7 +152,7 @@ def read_export_assets(export_dir: str) -> tuple[list[str], list[int], config_li
 
 
 def export_run(directory: str, export_dir: str, top_k: int = 5,
-               max_image_pixels: int = config_lib.OutputConfig.max_image_pixels,
+               max_image_pixels: int = config_lib.DataConfig.max_image_pixels,
                max_request_images: int = config_lib.OutputConfig.max_request_images,
                posthoc_tau: float = 0.0) -> str:
   """Exports the classifier of the finished run `directory` with these serving limits and
@@ -166,8 +163,8 @@ def export_run(directory: str, export_dir: str, top_k: int = 5,
     if value < 1:
       raise ValueError(f"--{name} must be >= 1, got {value}")
   model, config = run_models.load_classifier(directory)
-  config = config.replace(output={"max_image_pixels": max_image_pixels,
-                                  "max_request_images": max_request_images})
+  config = config.replace(data={"max_image_pixels": max_image_pixels},
+                          output={"max_request_images": max_request_images})
   class_names, train_counts = run_files.read_classes(directory)
   return export_saved_model(model, export_dir, class_names, train_counts, config, top_k,
                             serving_warmup.kept_images(directory), posthoc_tau)

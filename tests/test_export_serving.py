@@ -1,7 +1,8 @@
 """Exports as TF Serving meets them. What a served model does with bytes it did not make:
 the size each format declares in its header, read before decoding; images over the export's
 pixel limit and requests over its image count refused with a message naming the limit, the
-next request served. And TF Serving's warm-up record, read back as PredictionLog protos and
+next request served; a generated corpus of malformed images served or refused, in bounded
+memory. And TF Serving's warm-up record, read back as PredictionLog protos and
 replayed."""
 
 import io
@@ -66,10 +67,12 @@ def exports(tmp_path_factory):
   root = tmp_path_factory.mktemp("exports")
   model = helpers.tiny_classifier(num_classes=4, image_size=16)
   loaded = {}
-  for name, output in (("small", {"max_image_pixels": 600, "max_request_images": 2}),
+  for name, limits in (("small", {"max_image_pixels": 600, "max_request_images": 2}),
                        ("default", {})):
     config = config_lib.Config(workdir=str(root), data=config_lib.DataConfig(
-        image_size=16, eval_crop_fraction=1.0)).replace(output=output)
+        image_size=16, eval_crop_fraction=1.0)).replace(
+            data={key: value for key, value in limits.items() if key == "max_image_pixels"},
+            output={key: value for key, value in limits.items() if key == "max_request_images"})
     warmup = serving_warmup.encoded_images(Split(
         np.random.default_rng(1).integers(0, 256, (5, 20, 20, 1), dtype=np.uint8),
         np.zeros(5, np.int64)))
@@ -88,8 +91,8 @@ def test_image_over_the_pixel_limit_is_refused_naming_limit_and_size(exports):
   small = fakes.image_bytes("png", size=(20, 20))  # 400 pixels
   assert serve(signature, small)["probabilities"].shape == (1, 4)
   with pytest.raises(tf.errors.InvalidArgumentError,
-                     match=r"image of\] \[30\] \[x\] \[30\] \[pixels is over the limit "
-                           r"of\] \[600\] \[pixels \(--max_image_pixels at export\)"):
+                     match=r"\[image of 30 x 30 pixels is over the limit of 600 pixels "
+                           r"\(--max_image_pixels\)\]"):
     serve(signature, small, fakes.image_bytes("png", size=(30, 30)))
   assert serve(signature, small)["probabilities"].shape == (1, 4)  # the next is served
   with open(os.path.join(directory, "assets", "serving.json")) as f:
@@ -102,8 +105,8 @@ def test_request_over_the_image_limit_is_refused(exports):
   small = fakes.image_bytes("jpeg", size=(12, 12))
   assert serve(signature, small, small)["top_k_labels"].shape[0] == 2
   with pytest.raises(tf.errors.InvalidArgumentError,
-                     match=r"a request of\] \[3\] \[images is over the limit of\] \[2\] "
-                           r"\[images \(--max_request_images at export\)"):
+                     match=r"\[a request of 3 images is over the limit of 2 images "
+                           r"\(--max_request_images\)\]"):
     serve(signature, small, small, small)
   assert serve(signature, small)["probabilities"].shape == (1, 4)
 
@@ -111,7 +114,7 @@ def test_request_over_the_image_limit_is_refused(exports):
 def test_decompression_bomb_is_refused_before_it_is_decoded(exports):
   signature, _ = exports["default"]
   with pytest.raises(tf.errors.InvalidArgumentError,
-                     match=r"\[20000\] \[x\] \[20000\] .*limit of\] \[89478485\]"):
+                     match=r"image of 20000 x 20000 pixels is over the limit of 89478485"):
     serve(signature, bomb_jpeg())
   assert serve(signature, fakes.image_bytes("bmp"))["probabilities"].shape == (1, 4)
 
@@ -187,3 +190,20 @@ def test_posthoc_tau_val_is_chosen_on_validation_and_the_export_evaluates_as_the
   served = evaluation.evaluate_saved_model(export)
   assert served["top1"] == pytest.approx(trained["top1"])
   assert served["per_class"] == pytest.approx(trained["per_class"])
+
+
+@pytest.mark.slow
+def test_malformed_corpus_is_served_or_refused_in_one_line_with_bounded_memory(exports):
+  from tools import malformed_images  # pylint: disable=import-outside-toplevel
+  _, directory = exports["default"]
+  result = helpers.run_module("tests.scripts.serve_corpus", directory)
+  assert result.returncode == 0, result.stderr[-3000:]
+  served = json.loads(result.stdout.strip().splitlines()[-1])
+  for name, (_, expected) in malformed_images.corpus().items():
+    outcome = served["outcomes"][name]
+    assert expected == "either" or outcome.split(":")[0] == {
+        "decode": "served", "refuse": "refused"}[expected], (name, outcome)
+  assert served["outcomes"]["gif_animated_1000_frames"] == "served"
+  assert served["next_served"]
+  # Every frame of the 1,000-frame GIF decoded would be 3 GB; its first frame alone, 3 MB.
+  assert served["peak_mb"] - served["baseline_mb"] < 500, served

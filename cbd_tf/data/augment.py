@@ -24,7 +24,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from cbd_tf import config as config_lib
-from cbd_tf.data import randaugment
+from cbd_tf.data import image_header, randaugment
 
 # simclr color_jitter(strength=1.0, impl="simclrv2"), applied with p = 0.8, then
 # grayscale with p = 0.2 (the official random_color_jitter).
@@ -33,10 +33,14 @@ JITTER_PROBABILITY = 0.8
 GRAYSCALE_PROBABILITY = 0.2
 
 
-def decode_image(contents: tf.Tensor) -> tf.Tensor:
-  """Encoded JPEG (incl. CMYK), PNG (8/16-bit, gray, RGBA), GIF (first frame), BMP or WebP
-  -> uint8 (H, W, 3). Raises InvalidArgumentError on a corrupt, truncated or non-image file."""
-  image = tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
+def decode_image(contents: tf.Tensor,
+                 max_pixels=config_lib.DataConfig.max_image_pixels) -> tf.Tensor:
+  """Encoded JPEG (incl. CMYK), PNG (8/16-bit, gray, RGBA), GIF (its first frame, decoded
+  alone), BMP or still WebP -> uint8 (H, W, 3). Raises InvalidArgumentError on a corrupt,
+  truncated or non-image file, and before decoding on one declaring more than `max_pixels`
+  pixels (image_header.checked)."""
+  image = tf.io.decode_image(image_header.checked(contents, max_pixels), channels=3,
+                             dtype=tf.uint8, expand_animations=False)
   image.set_shape([None, None, 3])
   return image
 
@@ -76,12 +80,16 @@ def decode_and_crop(contents: tf.Tensor, crop_seed: tf.Tensor,
   only; other formats are decoded whole, then cropped with the same window."""
 
   def jpeg():
-    begin, size = crop_window(tf.io.extract_jpeg_shape(contents), crop_seed, data)
+    shape = tf.io.extract_jpeg_shape(contents)
+    with tf.control_dependencies([
+        image_header.check_pixels(shape[0], shape[1], data.max_image_pixels)]):
+      shape = tf.identity(shape)
+    begin, size = crop_window(shape, crop_seed, data)
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
     return tf.image.decode_and_crop_jpeg(contents, window, channels=3)
 
   image = tf.cond(tf.io.is_jpeg(contents), jpeg,
-                  lambda: crop(decode_image(contents), crop_seed, data))
+                  lambda: crop(decode_image(contents, data.max_image_pixels), crop_seed, data))
   image.set_shape([None, None, 3])
   return image
 

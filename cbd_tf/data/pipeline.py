@@ -117,7 +117,8 @@ def eval_batches(split: sources.Split, data: config_lib.DataConfig,
   if split.is_encoded:
     paths = tf.constant(split.paths.astype(str))
     images = indices.map(
-        lambda index: (augment.decode_image(tf.io.read_file(tf.gather(paths, index))), index),
+        lambda index: (augment.decode_image(tf.io.read_file(tf.gather(paths, index)),
+                                           data.max_image_pixels), index),
         num_parallel_calls=num_parallel_calls).ignore_errors(log_warning=True)
     dataset = images.map(preprocess, num_parallel_calls=num_parallel_calls)
   else:

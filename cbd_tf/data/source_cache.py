@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from typing import Callable
 
 import numpy as np
@@ -85,12 +86,16 @@ def _exported_path(directory: str, index: int) -> str:
   return os.path.join(directory, f"{index // _FILES_PER_DIRECTORY:05d}", f"{index:08d}")
 
 
-def drop_broken(split: Split, split_name: str, directory: str) -> tuple[Split, list[str]]:
+def drop_broken(split: Split, split_name: str, directory: str,
+                max_pixels: int = config_lib.DataConfig.max_image_pixels,
+                progress_seconds: float = 10.0) -> tuple[Split, list[str]]:
   """`split` without the files that fail to decode, and "split<TAB>path<TAB>reason" lines.
 
   The first call decodes every file once (the decode the pipeline uses, in tf.data on all
-  cores) and records the broken ones in `directory`, under a key of the ordered paths and
-  the inode and modification time of each directory that holds them. A later call with
+  cores: a file declaring more than `max_pixels` pixels is refused before decoding, a GIF
+  decoded to its first frame), logging its progress every `progress_seconds`, and records
+  the broken ones in `directory`, under a key of the limit, the ordered paths and the inode
+  and modification time of each directory that holds them. A later call with
   the same key reads that record instead: one stat per directory, not one per file, since
   per-file stats are what made a cache hit slow on network file systems (100,000 files
   in 100 directories: see tools/bench_prepare.py for both costs).
@@ -106,15 +111,16 @@ def drop_broken(split: Split, split_name: str, directory: str) -> tuple[Split, l
   if not split.is_encoded:
     return split, []
   paths = split.paths
-  record = os.path.join(directory, f"checked_{split_name}_{_files_key(paths)}.tsv")
+  record = os.path.join(directory,
+                        f"checked_{split_name}_{_files_key(paths, max_pixels)}.tsv")
   broken = _read_record(record)
   if broken is None:
     logging.info("checking %d %s image files once (cached in %s)", len(paths), split_name,
                  directory)
-    broken = {index: (_file_state(paths[index]), reason)
-              for index, reason in _find_broken(paths).items()}
+    broken = {index: (_file_state(paths[index]), reason) for index, reason in
+              _find_broken(paths, max_pixels, split_name, progress_seconds).items()}
     _write_record(record, paths, broken)
-  elif _recheck_changed(paths, broken):
+  elif _recheck_changed(paths, broken, max_pixels):
     _write_record(record, paths, broken)
   skipped = [f"{split_name}\t{paths[index]}\t{reason}"
              for index, (_, reason) in sorted(broken.items())]
@@ -125,14 +131,14 @@ def drop_broken(split: Split, split_name: str, directory: str) -> tuple[Split, l
   return split.select(np.flatnonzero(keep)), skipped
 
 
-# Part of the record's key: records of an older layout are never read.
-_RECORD_LAYOUT = 2
+# Part of the record's key: records of an older layout or decoder are never read.
+_RECORD_LAYOUT = 3
 
 
-def _files_key(paths: np.ndarray) -> str:
+def _files_key(paths: np.ndarray, max_pixels: int) -> str:
   # Each path up to its last separator ("" for the working directory): cheaper than dirname.
   directories = sorted({path[:path.rfind(os.sep) + 1] or os.curdir for path in paths})
-  return key_of(_RECORD_LAYOUT, paths.tolist(),
+  return key_of(_RECORD_LAYOUT, max_pixels, paths.tolist(),
                 [(directory, _directory_state(directory)) for directory in directories])
 
 
@@ -177,14 +183,14 @@ def _write_record(record: str, paths: np.ndarray, broken: dict) -> None:
   os.replace(record + ".tmp", record)
 
 
-def _recheck_changed(paths: np.ndarray, broken: dict) -> bool:
+def _recheck_changed(paths: np.ndarray, broken: dict, max_pixels: int) -> bool:
   """Decodes again the broken files changed in place since their check; True if any were."""
   changed = False
   for index, (state, _) in list(broken.items()):
     now = _file_state(paths[index])
     if now != state:
       changed = True
-      reason = _decode_error(paths[index])
+      reason = _decode_error(paths[index], max_pixels)
       if reason is None:
         del broken[index]
       else:
@@ -192,32 +198,67 @@ def _recheck_changed(paths: np.ndarray, broken: dict) -> bool:
   return changed
 
 
-def _find_broken(paths: np.ndarray) -> dict[int, str]:
-  """{index: reason} of the files that do not decode; the good ones pass in parallel."""
+def _find_broken(paths: np.ndarray, max_pixels: int, split_name: str,
+                 progress_seconds: float) -> dict[int, str]:
+  """{index: reason} of the files that do not decode; the good ones pass in parallel, in
+  order, so the highest index seen tells how far the check is."""
   def decodes(index, path):
-    image = augment.decode_image(tf.io.read_file(path))
+    image = augment.decode_image(tf.io.read_file(path), max_pixels)
     with tf.control_dependencies([tf.debugging.assert_positive(tf.size(image))]):
       return tf.identity(index)
 
   dataset = (tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths.astype(str)))
-             .map(decodes, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-             .ignore_errors().batch(1024))
+             .map(decodes, num_parallel_calls=tf.data.AUTOTUNE)
+             .ignore_errors().batch(256))
   good = np.zeros(len(paths), dtype=bool)
+  progress = _CheckProgress(len(paths), split_name, progress_seconds)
   for indices in dataset.as_numpy_iterator():
     good[indices] = True
+    progress.update(int(indices[-1]) + 1, len(indices))
+  progress.update(len(paths), 0, last=True)
   # A file that failed here but decodes when tried again alone had a read error: still out.
-  return {int(index): _decode_error(paths[index]) or "failed to read once"
+  return {int(index): _decode_error(paths[index], max_pixels) or "failed to read once"
           for index in np.flatnonzero(~good)}
 
 
-def _decode_error(path: str) -> str | None:
+class _CheckProgress:
+  """Logs the image check's progress every `seconds`, as Keras' progress bar shows
+  training's: files done of all, files/s, time left, files skipped so far."""
+
+  def __init__(self, total: int, split_name: str, seconds: float):
+    self.total, self.split_name, self.seconds = total, split_name, seconds
+    self.start = self.last_log = time.monotonic()
+    self.good = 0
+
+  def update(self, done: int, good: int, last: bool = False) -> None:
+    self.good += good
+    now = time.monotonic()
+    if not last and now - self.last_log < self.seconds:
+      return
+    self.last_log = now
+    rate = done / max(now - self.start, 1e-9)
+    left = f", {_duration((self.total - done) / rate)} left" if not last and rate > 0 else ""
+    logging.info("checked %s of %s %s image files (%.0f%%), %.0f files/s%s, %s skipped",
+                 f"{done:,}", f"{self.total:,}", self.split_name, 100 * done / self.total,
+                 rate, left, f"{done - self.good:,}")
+
+
+def _duration(seconds: float) -> str:
+  minutes, seconds = divmod(int(seconds), 60)
+  hours, minutes = divmod(minutes, 60)
+  return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def _decode_error(path: str, max_pixels: int) -> str | None:
   """Why `path` does not decode, in one line; None when it decodes (tried eagerly)."""
   try:
-    image = augment.decode_image(tf.io.read_file(path))
+    image = augment.decode_image(tf.io.read_file(path), max_pixels)
   except (tf.errors.OpError, ValueError) as error:
     message = getattr(error, "message", str(error)).split("\n")[0]
-    # Eager op errors wrap the reason: "{{function_node ...}} reason [Op:DecodeImage] name:".
-    message = re.sub(r"\{\{.*?\}\}|\[Op:.*$", "", message)
+    # Eager op errors wrap the reason: "{{function_node ...}} reason [Op:DecodeImage] name:";
+    # the header checks' (tf.debugging.Assert) end "Summarized data: b'reason'".
+    checked = re.search(r"Summarized data: b'(.*)'", message)
+    message = checked.group(1) if checked else re.sub(r"\{\{.*?\}\}|\[Op:.*$", "", message)
     return " ".join(message.split())[:200] or "failed to decode"
   return None if int(tf.size(image)) > 0 else "empty image"
 

@@ -65,7 +65,8 @@ def load_source(data: config_lib.DataConfig) -> Source:
   for name, split in splits.items():
     if split is None:
       continue
-    checked[name], skipped_here = source_cache.drop_broken(split, name, directory)
+    checked[name], skipped_here = source_cache.drop_broken(split, name, directory,
+                                                             data.max_image_pixels)
     skipped += skipped_here
     counts.append(f"{len(skipped_here)} {name}")
   listing = source_cache.write_skipped(directory, skipped)

@@ -25,9 +25,9 @@ def count_full_checks(monkeypatch):
   calls = []
   find_broken = source_cache._find_broken  # pylint: disable=protected-access
 
-  def counted(paths):
+  def counted(paths, *args):
     calls.append(list(paths))
-    return find_broken(paths)
+    return find_broken(paths, *args)
 
   monkeypatch.setattr(source_cache, "_find_broken", counted)
   return calls

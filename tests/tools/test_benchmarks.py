@@ -80,5 +80,7 @@ def test_bench_serving_limits_tiny_refuses_the_bomb_under_the_limit_only():
   rows = [row.split("|") for row in table_rows(result.stdout) if not row.startswith("| export")]
   assert [(row[1].strip(), row[3].strip().split(":")[0]) for row in rows] == [
       ("default limit", "served"), ("default limit", "refused"),
-      ("limit above the bomb", "served")]
-  assert "[400] [x] [400]" in rows[1][3] and int(rows[1][5]) > 0
+      ("limit above the bomb", "served"), ("default limit", "served"),
+      ("default limit", "served")]
+  assert "image of 400 x 400 pixels" in rows[1][3] and int(rows[1][5]) > 0
+  assert "animated GIF, 50 frames of 300 x 300" in rows[3][2]
