@@ -51,3 +51,11 @@ def test_empty_cache_dir_in_config_json_resolves_to_the_run():
   values = valid_config().to_dict()
   values["data"]["cache_dir"] = ""
   assert config_lib.Config.from_dict(values).data.cache_dir == "/tmp/x/data_cache"
+
+
+def test_config_json_from_before_max_image_pixels_moved_to_data_still_loads():
+  values = config_lib.Config(workdir="w").to_dict()
+  del values["data"]["max_image_pixels"]
+  values["output"]["max_image_pixels"] = 1234
+  config = config_lib.Config.from_dict(values)
+  assert config.data.max_image_pixels == 1234 and not hasattr(config.output, "max_image_pixels")
