@@ -20,6 +20,9 @@ AUGMENTATION_ALIASES = {"vanilla": "standard"}
 TEACHER_RUN_NAMES = {"standard": "vanilla"}
 # Classifier heads --head trains (cbd_tf/models/heads.py); --stage=ncm writes an NCM head.
 HEADS = ("cosine", "linear")
+# How much of a backbone trains (cbd_tf/models/adapters.py).
+BACKBONE_TUNINGS = ("full", "frozen", "bias", "lora", "adaptformer")
+ADAPTER_TUNINGS = ("lora", "adaptformer")
 # How the training stream is drawn (cbd_tf/data/sampling.py); auto is index.
 SAMPLING_METHODS = ("auto", "index", "per_class", "rejection", "resample")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")

@@ -18,7 +18,8 @@ from typing import Any
 
 from cbd_tf import stage_registry
 from cbd_tf.choices import (  # pylint: disable=unused-import  (re-exported)
-    AUGMENTATION_ALIASES, AUGMENTATIONS, DEFAULT_WARMUP_EPOCHS, HEADS, MIXED_PRECISION,
+    ADAPTER_TUNINGS, AUGMENTATION_ALIASES, AUGMENTATIONS, BACKBONE_TUNINGS,
+    DEFAULT_WARMUP_EPOCHS, HEADS, MIXED_PRECISION,
     MOMENTUM_UPDATES, LR_SCHEDULES, POSTHOC_TAU_ON_VAL, PRESET_PREFIX, SAMPLING_METHODS,
     STRATEGIES, TEACHER_RUN_NAMES, parse_teacher_spec, teacher_run_name)
 from cbd_tf.config_checks import check, check_config
@@ -122,9 +123,17 @@ class ModelConfig:
   student_backbone: str = setting(
       "", "student_backbone", "--stage=pipeline: the student's backbone; empty: --backbone "
       "(the teachers').")
-  freeze_backbone: bool = setting(
-      False, "freeze_backbone", "Train only what sits on the backbone (projection, head); "
-      "every backbone weight and BatchNorm statistic stays as it started.")
+  backbone_tuning: str = setting(
+      "full", "backbone_tuning",
+      "What of the backbone trains: full (every weight) | frozen (none: only what sits on it) "
+      "| bias (BitFit: biases only) | lora (LoRA on the attention's query and value) | "
+      "adaptformer (an AdaptFormer beside each MLP; LIFT's recipe). lora and adaptformer need a "
+      "keras_hub CLIP, SigLIP, ViT or DINOv2 preset. Every mode but full keeps every "
+      "pretrained weight and statistic as it was; --freeze_backbone is --backbone_tuning=frozen.",
+      choices=BACKBONE_TUNINGS)
+  adapter_rank: int = setting(
+      0, "adapter_rank", "LoRA rank / AdaptFormer bottleneck; 0: LIFT's rule, "
+      "2 ** floor(log2(classes / (2 * blocks))).")
   backbone_learning_rate_multiplier: float = setting(
       1.0, "backbone_learning_rate_multiplier",
       "The backbone's learning rate as a multiple of --learning_rate (e.g. 0.01 to fine-tune "
@@ -370,4 +379,9 @@ def _moved_settings(values: dict[str, Any]) -> dict[str, Any]:
       old_section = dict(values[old])
       values[new] = {name: old_section.pop(name), **values.get(new, {})}
       values[old] = old_section
+  # model.freeze_backbone became model.backbone_tuning.
+  if "freeze_backbone" in values.get("model", {}):
+    model = dict(values["model"])
+    model.setdefault("backbone_tuning", "frozen" if model.pop("freeze_backbone") else "full")
+    values["model"] = model
   return values

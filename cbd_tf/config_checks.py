@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 from cbd_tf import stage_registry
 from cbd_tf.choices import (
-    AUGMENTATIONS, HEADS, LR_SCHEDULES, MIXED_PRECISION, MOMENTUM_UPDATES, POSTHOC_TAU_ON_VAL,
+    ADAPTER_TUNINGS, AUGMENTATIONS, BACKBONE_TUNINGS, HEADS, LR_SCHEDULES, MIXED_PRECISION, MOMENTUM_UPDATES, POSTHOC_TAU_ON_VAL,
     PRESET_PREFIX, SAMPLING_METHODS, STRATEGIES, teacher_run_name)
 from cbd_tf.long_tail_config import DECOUPLED_BATCHNORM, LOSSES, NCM_DISTANCES, NCM_FEATURES
 
@@ -62,6 +62,20 @@ def _check_model(config: Any) -> None:
         f"{config.model.backbone_learning_rate_multiplier}")
   check(config.model.head_norm_power is None or config.model.head_norm_power >= 0,
         f"head_norm_power must be >= 0, got {config.model.head_norm_power}")
+  check(config.model.backbone_tuning in BACKBONE_TUNINGS,
+        f"unknown backbone_tuning {config.model.backbone_tuning!r}; valid: "
+        f"{', '.join(BACKBONE_TUNINGS)}")
+  check(config.model.adapter_rank >= 0,
+        f"adapter_rank must be >= 0 (0: LIFT's rule), got {config.model.adapter_rank}")
+  check(config.model.adapter_rank == 0 or config.model.backbone_tuning in ADAPTER_TUNINGS,
+        f"--adapter_rank applies to --backbone_tuning=lora or adaptformer, not "
+        f"{config.model.backbone_tuning}")
+  # A pipeline's --student_backbone, when given, trains in full (stages/pipeline.py).
+  check(config.model.backbone_tuning not in ADAPTER_TUNINGS or
+        config.model.backbone.startswith(PRESET_PREFIX),
+        f"--backbone_tuning={config.model.backbone_tuning} needs a keras_hub CLIP, SigLIP, ViT "
+        f"or DINOv2 preset, not --backbone={config.model.backbone} (full, frozen and bias fit "
+        "any backbone)")
 
 
 def _check_optimizer(config: Any) -> None:

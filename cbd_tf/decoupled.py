@@ -64,8 +64,9 @@ def decoupled_config(config: config_lib.Config, source_config: config_lib.Config
                      ) -> config_lib.Config:
   """`config` with the backbone run's model section and the head the stage builds."""
   # The stage freezes the backbone itself (copy_backbone); it starts from no other weights.
+  # An adapted backbone keeps its tuning, so its adapters exist to copy.
   return config.replace(model={**source_config.model.__dict__, "head_norm_power": head_norm_power,
-                               "class_scales": class_scales, "freeze_backbone": False,
+                               "class_scales": class_scales,
                                "init_from": "", "student_backbone": ""})
 
 

@@ -58,6 +58,9 @@ for _, _field, _field_type in _flag_fields():
 
 # A flag of one CLI, not a setting of a run.
 flags.DEFINE_string("saved_model", None, "cbd_tf.evaluate: evaluate this SavedModel export.")
+# Older names, kept for older flagfiles: flag -> (setting flag, value it means).
+ALIASES = {"freeze_backbone": ("backbone_tuning", "frozen")}
+flags.DEFINE_bool("freeze_backbone", False, "Same as --backbone_tuning=frozen.")
 
 FLAGS = flags.FLAGS
 
@@ -116,6 +119,14 @@ def config_from_flags() -> config_lib.Config:
     elif typing.get_origin(field_type) is tuple:
       value = _tuple(field.metadata["flag"], value, typing.get_args(field_type)[0])
     values[section][field.name] = value
+  for alias, (name, meaning) in ALIASES.items():
+    if FLAGS[alias].value:
+      if FLAGS[name].present and FLAGS[name].value != meaning:
+        raise ValueError(f"--{alias} means --{name}={meaning}, and --{name}="
+                         f"{FLAGS[name].value} was given too")
+      section = next(section for section, field, _ in _flag_fields()
+                     if field.metadata["flag"] == name)
+      values[section][name] = meaning
   top_level = values.pop("")
   return config_lib.Config(
       **top_level, **{section: SECTIONS[section](**fields) for section, fields in values.items()})

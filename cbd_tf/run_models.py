@@ -25,7 +25,8 @@ def build_classifier(config: config_lib.Config, num_classes: int,
   if keras_hub_backbone.is_preset(backbone) and directory and os.path.exists(architecture):
     backbone = run_files.read_json(architecture)
   return Classifier(backbone, num_classes, config.data.image_size,
-                    freeze_backbone=config.model.freeze_backbone,
+                    backbone_tuning=config.model.backbone_tuning,
+                    adapter_rank=config.model.adapter_rank,
                     cosine_scale=config.model.cosine_scale,
                     projection_dim=config.model.projection_dim,
                     head_norm_power=config.model.head_norm_power,

@@ -95,12 +95,17 @@ def _train_stage(config: config_lib.Config, source: sources.Source,
   with strategy.scope():
     built = stages.stage_module(config.stage).build(config, source)
   config, classifier = built.config, built.classifier
+  trained = classifier.trained_weight_counts() if stage.trains else {"backbone": 0, "total": 0}
+  logging.info("%s trains %s weights, %s of them in the backbone (--backbone_tuning=%s)",
+               config.stage, f"{trained['total']:,}", f"{trained['backbone']:,}",
+               config.model.backbone_tuning)
   if chief:
     config.save(os.path.join(config.workdir, run_dir.CONFIG))
     run_models.write_backbone_architecture(classifier, config.workdir)
     run_files.write_classes(config.workdir, source.class_names, source.train_counts)
     run_files.write_json(os.path.join(config.workdir, run_dir.ENVIRONMENT),
-                         environment.describe(config, source, strategy))
+                         {**environment.describe(config, source, strategy),
+                          "trained_weights": trained})
   selection, dropped = dict(built.selection), None
   if stage.trains:
     dropped, chosen = _fit(built, source, strategy, save_dir)

@@ -175,13 +175,14 @@ def fake_run(directory, stage="teacher", num_classes=10, image_size=28):
 
 # ImageNet's mean and standard deviation, as KerasHub's ResNet converters hold them.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-PRESET_FAMILIES = ("resnet", "dinov2", "clip")
+PRESET_FAMILIES = ("resnet", "dinov2", "clip", "vit", "siglip")
 
 
 def write_keras_hub_preset(directory, family: str, image_size: int = 16, seed: int = 0) -> str:
   """A small KerasHub preset with random weights, written by save_to_preset as a real one
   is: a ResNet with an ImageNet-style converter, a DINOv2 (ViT-type, class token first) or
-  a CLIP (image and text encoders). Returns the directory."""
+  a CLIP (image and text encoders), a ViT or a SigLIP (image and text encoders). Returns the
+  directory."""
   import keras  # pylint: disable=import-outside-toplevel
   import keras_hub  # pylint: disable=import-outside-toplevel
   keras.utils.set_random_seed(seed)
@@ -210,6 +211,22 @@ def write_keras_hub_preset(directory, family: str, image_size: int = 16, seed: i
     backbone = keras_hub.models.CLIPBackbone(vision, text, projection_dim=12)
     converter = keras_hub.layers.CLIPImageConverter(
         image_size=size, scale=1 / 127.5, offset=-1.0)
+  elif family == "vit":
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(*size, 3), patch_size=4, num_layers=2, num_heads=2, hidden_dim=16,
+        mlp_dim=32)
+    converter = keras_hub.layers.ViTImageConverter(image_size=size, scale=1 / 127.5,
+                                                   offset=-1.0)
+  elif family == "siglip":
+    vision = keras_hub.models.SigLIPVisionEncoder(
+        patch_size=4, hidden_dim=16, num_layers=1, num_heads=2, intermediate_dim=32,
+        image_shape=(*size, 3))
+    text = keras_hub.models.SigLIPTextEncoder(
+        vocabulary_size=50, embedding_dim=16, hidden_dim=16, num_layers=1, num_heads=2,
+        intermediate_dim=32, max_sequence_length=8)
+    backbone = keras_hub.models.SigLIPBackbone(vision, text)
+    converter = keras_hub.layers.SigLIPImageConverter(image_size=size, scale=1 / 127.5,
+                                                      offset=-1.0)
   else:
     raise ValueError(f"unknown preset family {family!r}; valid: {', '.join(PRESET_FAMILIES)}")
   backbone.save_to_preset(str(directory))

@@ -16,10 +16,12 @@ from tests import helpers
 # disappear or change its default without a test changing here; new flags are added in
 # order. Kind "string" includes enum flags.
 CLI_FLAGS = [
+    ("adapter_rank", "integer", 0),
     ("augmentation", "string", "standard"),
     ("backbone", "string", "resnet50"),
     ("backbone_from", "string", ""),
     ("backbone_learning_rate_multiplier", "float", 1.0),
+    ("backbone_tuning", "string", "full"),
     ("batch_size", "integer", 128),
     ("checkpoint_every_steps", "integer", 100),
     ("class_balanced_beta", "float", 0.9999),

@@ -17,16 +17,23 @@ def check_backbone_name(name: str) -> None:
                      "keras_hub:PRESET (a KerasHub preset name or directory)")
 
 
-def build_backbone(backbone, image_size: int, sync_batchnorm: bool = False) -> keras.layers.Layer:
+def build_backbone(backbone, image_size: int, sync_batchnorm: bool = False,
+                   tuning: str = "full", adapter_rank: int = 0,
+                   num_classes: int = 0) -> keras.layers.Layer:
   """`backbone`: a name, a serialized backbone (a Classifier's config of a keras_hub one) or
-  a layer, returned as it is. Presets load their pretrained weights."""
+  a layer, returned as it is. Presets load their pretrained weights. `tuning` (adapters.py)
+  says what of a keras_hub backbone trains (`adapter_rank` 0: LIFT's rule for `num_classes`);
+  the Classifier tunes the others once they are built."""
   if isinstance(backbone, keras.layers.Layer):
     return backbone
+  tuned = {"tuning": tuning, "adapter_rank": adapter_rank, "num_classes": num_classes}
   if isinstance(backbone, dict):
-    return keras.saving.deserialize_keras_object(backbone)
+    return keras.saving.deserialize_keras_object(
+        {**backbone, "config": {**backbone["config"], **tuned}})
   if keras_hub_backbone.is_preset(backbone):
-    return keras_hub_backbone.KerasHubBackbone.from_preset(keras_hub_backbone.preset_of(backbone))
-  return resnet.build_backbone(backbone, image_size, sync_batchnorm)
+    return keras_hub_backbone.KerasHubBackbone.from_preset(
+        keras_hub_backbone.preset_of(backbone), **tuned)
+  return resnet.build_backbone(backbone, image_size, sync_batchnorm)  # tuned by Classifier
 
 
 def backbone_name(backbone: keras.layers.Layer, given) -> str:

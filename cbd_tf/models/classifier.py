@@ -8,7 +8,7 @@ import warnings
 import keras
 
 from cbd_tf import losses, train_step
-from cbd_tf.models import backbones, heads, keras_hub_backbone
+from cbd_tf.models import adapters, backbones, heads, keras_hub_backbone
 
 
 @keras.saving.register_keras_serializable(package="cbd_tf")
@@ -17,8 +17,10 @@ class Classifier(train_step.TrainStepModel):
 
   `backbone` is a built-in name (resnet50, resnet32, ...) or `keras_hub:PRESET`, a KerasHub
   preset name or directory, whose pretrained weights it starts from (keras_hub_backbone.py).
-  `freeze_backbone` keeps every backbone weight and BatchNorm statistic as it is: the
-  backbone runs in inference mode and only what sits on top trains.
+  `backbone_tuning` says what of the backbone trains (cbd_tf/models/adapters.py): full, frozen,
+  bias (BitFit), lora or adaptformer (LIFT's adapters, rank `adapter_rank`, 0: LIFT's rule).
+  In every mode but full the backbone runs in inference mode and every pretrained weight and
+  BatchNorm statistic stays as it is. `freeze_backbone=True` is `backbone_tuning="frozen"`.
 
   `embed` gives the feature the head sees: the backbone's pooled embedding, or, with
   `projection_dim` > 0 (a CBD student), that embedding after Dense + ReLU. `head` is
@@ -31,8 +33,14 @@ class Classifier(train_step.TrainStepModel):
                cosine_scale: float = 20.0, projection_dim: int = 0,
                sync_batchnorm: bool = False, head_norm_power: float | None = None,
                class_scales: bool = False, head: str = "cosine", ncm_features: str = "cl2n",
-               ncm_distance: str = "euclidean", freeze_backbone: bool = False, **kwargs):
+               ncm_distance: str = "euclidean", backbone_tuning: str = "full",
+               adapter_rank: int = 0, freeze_backbone: bool = False, **kwargs):
     super().__init__(term_names=("ce",), **kwargs)
+    if freeze_backbone:
+      if backbone_tuning not in ("full", "frozen"):
+        raise ValueError(f"freeze_backbone=True and backbone_tuning={backbone_tuning!r}: "
+                         "freeze_backbone means backbone_tuning='frozen'")
+      backbone_tuning = "frozen"
     self.num_classes = num_classes
     self.image_size = image_size
     self.cosine_scale = cosine_scale
@@ -43,13 +51,15 @@ class Classifier(train_step.TrainStepModel):
     self.head_kind = head
     self.ncm_features = ncm_features
     self.ncm_distance = ncm_distance
-    self.backbone = backbones.build_backbone(backbone, image_size, sync_batchnorm)
+    self.backbone = backbones.build_backbone(backbone, image_size, sync_batchnorm,
+                                             backbone_tuning, adapter_rank, num_classes)
     self.backbone_name = backbones.backbone_name(self.backbone, backbone)
-    self.freeze_backbone = freeze_backbone
-    if freeze_backbone:
-      self.backbone.trainable = False
+    self.backbone_tuning = backbone_tuning
     if not self.backbone.built:
       self.backbone.build((None, image_size, image_size, 3))
+    if not isinstance(self.backbone, keras_hub_backbone.KerasHubBackbone):
+      adapters.tune(self.backbone, backbone_tuning, name=self.backbone_name)
+    self.adapter_rank = getattr(self.backbone, "adapter_rank", 0)
     self.backbone_dim = int(self.backbone.compute_output_shape(
         (None, image_size, image_size, 3))[-1])
     self.projection = (heads.ProjectionHead(projection_dim, name="projection")
@@ -69,6 +79,13 @@ class Classifier(train_step.TrainStepModel):
   def backbone_variables(self) -> list:
     return self.backbone.trainable_weights
 
+  def trained_weight_counts(self) -> dict[str, int]:
+    """Scalars that train: {"backbone": its trained weights and adapters, "total": all}."""
+    def count(variables):
+      return sum(int(keras.ops.size(variable)) for variable in variables)
+    return {"backbone": count(self.backbone.trainable_weights),
+            "total": count(self.trainable_weights)}
+
   def build(self, input_shape):
     width = self.backbone_dim
     if self.projection is not None:
@@ -78,7 +95,7 @@ class Classifier(train_step.TrainStepModel):
     self.built = True
 
   def embed(self, images, training=False):
-    features = self.backbone(images, training=False if self.freeze_backbone else training)
+    features = self.backbone(images, training=training and self.backbone_tuning == "full")
     if self.projection is not None:
       features = self.projection(features, training=training)
     return features
@@ -128,7 +145,7 @@ class Classifier(train_step.TrainStepModel):
                 if isinstance(self.backbone, keras_hub_backbone.KerasHubBackbone)
                 else self.backbone_name)
     return {"name": self.name, "trainable": self.trainable, "backbone": backbone,
-            "freeze_backbone": self.freeze_backbone,
+            "backbone_tuning": self.backbone_tuning, "adapter_rank": self.adapter_rank,
             "num_classes": self.num_classes, "image_size": self.image_size,
             "cosine_scale": self.cosine_scale, "projection_dim": self.projection_dim,
             "sync_batchnorm": self.sync_batchnorm, "head_norm_power": self.head_norm_power,

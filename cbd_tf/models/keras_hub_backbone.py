@@ -15,7 +15,9 @@ backbone, then one pooling to a vector per image, as KerasHub's own classifiers 
   SigLIP                                      the vision encoder's attention-pooled output
                                               (SigLIPBackbone.get_vision_embeddings)
 
-Only the image side of CLIP / SigLIP is kept, so their text encoders are neither trained,
+`tuning` (adapters.py) says what of the image model trains: every weight, none, its biases,
+or LoRA / AdaptFormer adapters this backbone holds. Only the image side of CLIP / SigLIP is
+kept, so their text encoders are neither trained,
 decayed nor saved. `get_config` holds the serialized converter and image model, so a
 `.keras` file or a run directory rebuilds the architecture with no network and no cache.
 """
@@ -26,7 +28,9 @@ import os
 
 import keras
 
+from cbd_tf.config import ADAPTER_TUNINGS
 from cbd_tf.config import PRESET_PREFIX as PREFIX
+from cbd_tf.models import adapters
 
 POOLINGS = ("average", "class_token", "pooled")
 
@@ -98,7 +102,7 @@ class KerasHubBackbone(keras.Model):
   image model and the family's pooling (module docstring). Build one with `from_preset`."""
 
   def __init__(self, converter, image_model, pooling: str, projection=None, preset: str = "",
-               **kwargs):
+               tuning: str = "full", adapter_rank: int = 0, num_classes: int = 0, **kwargs):
     super().__init__(**kwargs)
     if pooling not in POOLINGS:
       raise ValueError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
@@ -108,6 +112,15 @@ class KerasHubBackbone(keras.Model):
     self.projection = deserialize(projection) if isinstance(projection, dict) else projection
     self.pooling = pooling
     self.preset = preset
+    self.tuning = tuning
+    blocks = adapters.transformer_blocks(self.image_model)
+    self.adapter_rank = (adapter_rank or adapters.default_rank(num_classes, len(blocks))
+                         if tuning in ADAPTER_TUNINGS and blocks else 0)
+    # Tracked here, so the adapters are saved and restored with the backbone.
+    self.adapters = adapters.tune(self.image_model, tuning, self.adapter_rank,
+                                  name=f"keras_hub:{preset}")
+    if self.projection is not None and tuning != "full":
+      self.projection.trainable = False
     # A fixed-size model (ViT-type) gets its size from the converter; give it one if the
     # preset's converter has none.
     height, width = self.image_model.input_shape[1:3] if not isinstance(
@@ -118,8 +131,10 @@ class KerasHubBackbone(keras.Model):
     self.build((None, height, width, 3))
 
   @classmethod
-  def from_preset(cls, preset: str, load_weights: bool = True) -> "KerasHubBackbone":
-    """The preset's backbone (with its pretrained weights) and converter."""
+  def from_preset(cls, preset: str, load_weights: bool = True,
+                  **tuning) -> "KerasHubBackbone":
+    """The preset's backbone (with its pretrained weights) and converter; `tuning`: tuning,
+    adapter_rank, num_classes (__init__)."""
     check_preset(preset)
     keras_hub = _keras_hub()
     try:
@@ -131,7 +146,7 @@ class KerasHubBackbone(keras.Model):
                        f"{first_line}") from None
     image_model, projection, pooling = _image_part(backbone)
     return cls(converter, image_model, pooling, projection=projection, preset=preset,
-               name="keras_hub_backbone")
+               name="keras_hub_backbone", **tuning)
 
   def build(self, input_shape):
     if self.projection is not None and not self.projection.built:
@@ -168,4 +183,4 @@ class KerasHubBackbone(keras.Model):
     return {**super().get_config(), "converter": serialize(self.converter),
             "image_model": serialize(self.image_model), "pooling": self.pooling,
             "projection": serialize(self.projection) if self.projection is not None else None,
-            "preset": self.preset}
+            "preset": self.preset, "tuning": self.tuning, "adapter_rank": self.adapter_rank}

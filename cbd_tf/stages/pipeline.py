@@ -36,7 +36,8 @@ def teacher_config(config: config_lib.Config, spec: str) -> config_lib.Config:
 
 def student_config(config: config_lib.Config) -> config_lib.Config:
   """A pipeline's student: the teachers it trained, then any --teachers, on
-  --student_backbone (default: the teachers' --backbone)."""
+  --student_backbone (default: the teachers' --backbone, tuned as they are; another backbone
+  trains in full)."""
   teacher_dirs = tuple(teacher_config(config, spec).workdir
                        for spec in config.distill.teacher_specs)
   return config.replace(stage="student", workdir=run_dir.student_dir(config.workdir),
@@ -44,8 +45,8 @@ def student_config(config: config_lib.Config) -> config_lib.Config:
                         # --init_from initialises --backbone: the student's too if it is the same.
                         model={"backbone": config.model.student_backbone or config.model.backbone,
                                "student_backbone": "",
-                               "init_from": "" if config.model.student_backbone else
-                                            config.model.init_from})
+                               **({"init_from": "", "backbone_tuning": "full", "adapter_rank": 0}
+                                  if config.model.student_backbone else {})})
 
 
 def run(config: config_lib.Config, source: sources.Source,

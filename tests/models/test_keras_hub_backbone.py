@@ -25,7 +25,7 @@ def presets(tmp_path_factory):
 def keras_hub_embedding(preset, family, images):
   """Written out from KerasHub: from_preset, the converter on 0-255 pixels, the backbone,
   then ImageClassifier's average pooling, ViTImageClassifier's class token, or
-  CLIPBackbone.get_vision_embeddings."""
+  CLIPBackbone's / SigLIPBackbone's get_vision_embeddings."""
   import keras_hub  # pylint: disable=import-outside-toplevel
   backbone = keras_hub.models.Backbone.from_preset(preset)
   pixels = keras_hub.layers.ImageConverter.from_preset(preset)(images * 255.0)
@@ -33,6 +33,8 @@ def keras_hub_embedding(preset, family, images):
     return keras.layers.GlobalAveragePooling2D()(backbone(pixels))
   if family == "dinov2":
     return backbone({"images": pixels})[:, 0]
+  if family == "vit":
+    return backbone(pixels)[:, 0]
   return backbone.get_vision_embeddings(pixels)
 
 
