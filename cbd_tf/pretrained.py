@@ -43,6 +43,12 @@ def build_starting_classifier(config: config_lib.Config, num_classes: int,
   return classifier
 
 
+def keeps_backbone(directory: str) -> bool:
+  """Whether the run `directory` holds its preset's backbone (architecture and weights)."""
+  return all(os.path.exists(os.path.join(directory, name))
+             for name in (run_dir.BACKBONE_ARCHITECTURE, run_dir.PRETRAINED_BACKBONE))
+
+
 def fetch_presets(student: config_lib.Config) -> None:
   """Keeps a pipeline student's keras_hub backbone and teachers in its run directory before
   any teacher trains, so a preset that cannot be downloaded stops the pipeline first."""

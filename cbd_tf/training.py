@@ -31,7 +31,9 @@ def validate_run(config: config_lib.Config) -> sources.Source:
   """Checks names, numbers, teachers and the workdir; returns the loaded data source."""
   config.validate()
   sources.check_dataset_name(config.data.dataset)
-  backbones.check_backbone_name(config.model.backbone)
+  # A run that kept its preset's backbone resumes without the preset (pretrained.py).
+  if not pretrained.keeps_backbone(config.workdir):
+    backbones.check_backbone_name(config.model.backbone)
   if config.model.student_backbone:
     backbones.check_backbone_name(config.model.student_backbone)
   if config.model.init_from:

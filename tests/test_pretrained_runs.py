@@ -10,9 +10,11 @@ import shutil
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from cbd_tf import config as config_lib
-from cbd_tf import pretrained
+from cbd_tf import pretrained, run_models
+from cbd_tf.data import augment
 from cbd_tf.models.classifier import Classifier
 from cbd_tf.stages import pipeline as pipeline_stage
 from tests import fakes, helpers
@@ -198,3 +200,44 @@ def test_pipeline_student_takes_student_backbone_and_extra_teachers(tmp_path):
   assert teacher.model.init_from == "x.keras" and teacher.model.student_backbone == ""
   same = pipeline_stage.student_config(config.replace(model={"student_backbone": ""}))
   assert same.model.backbone == "keras_hub:dinov2_small" and same.model.init_from == "x.keras"
+
+
+@pytest.mark.slow
+def test_adapted_preset_run_resumes_teaches_and_exports_offline(tmp_path):
+  preset = fakes.write_keras_hub_preset(tmp_path / "presets" / "clip", "clip", 16)
+  teacher = str(tmp_path / "teacher")
+  teacher_args = ("--stage=teacher", f"--backbone=keras_hub:{preset}",
+                  "--backbone_tuning=adaptformer", "--adapter_rank=2", f"--workdir={teacher}")
+  first = train(*teacher_args)
+  with open(os.path.join(teacher, "environment.json")) as f:
+    trained = json.load(f)["trained_weights"]
+  # One block of width 16: norm 2 * 16, down 16 * 2 + 2, up 2 * 16 + 16, scale 1.
+  assert trained["backbone"] == 2 * 16 + 16 * 2 + 2 + 2 * 16 + 16 + 1
+  assert f"trains {trained['total']:,} weights, {trained['backbone']:,} of them" in first.stderr
+  weights = os.path.join(teacher, "final.weights.h5")
+  model, config = run_models.load_classifier(teacher)
+  image = fakes.write_file(tmp_path / "digit.png", fakes.image_bytes("png", size=(20, 20)))
+  with open(image, "rb") as f:
+    preprocessed = augment.preprocess_eval(augment.decode_image(tf.constant(f.read())),
+                                           config.data)
+  expected = tf.nn.softmax(model(preprocessed[None])).numpy()[0]
+
+  shutil.rmtree(tmp_path / "presets")
+  env = offline_environment(tmp_path)
+  for name in ("final.weights.h5", "metrics.json"):
+    os.remove(os.path.join(teacher, name))
+  resumed = train(*teacher_args, env=env)
+  assert "resuming from step 2" in resumed.stderr
+  resumed_model = run_models.load_classifier(teacher)[0]
+  for variable, original in zip(resumed_model.weights, model.weights):
+    np.testing.assert_array_equal(variable.numpy(), original.numpy(), err_msg=variable.path)
+  assert os.path.exists(weights)
+
+  train("--stage=student", "--backbone=resnet8", f"--teachers={teacher}",
+        f"--workdir={tmp_path / 'student'}", env=env)
+  export = str(tmp_path / "export")
+  exported = helpers.run_module("cbd_tf.export", f"--workdir={teacher}", f"--export_dir={export}",
+                                env=env)
+  assert exported.returncode == 0, exported.stderr[-3000:]
+  served = helpers.run_script("serve_export", export, image, env=env)
+  np.testing.assert_allclose(served["probabilities"][0], expected, rtol=1e-4, atol=1e-5)
