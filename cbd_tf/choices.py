@@ -23,6 +23,11 @@ HEADS = ("cosine", "linear")
 # How much of a backbone trains (cbd_tf/models/adapters.py).
 BACKBONE_TUNINGS = ("full", "frozen", "bias", "lora", "adaptformer")
 ADAPTER_TUNINGS = ("lora", "adaptformer")
+# Where a classifier head starts: random, or the class names' text embeddings (CLIP, SigLIP).
+HEAD_INITS = ("random", "text")
+# --class_prompt's name for CLIP's 80 ImageNet templates, averaged.
+IMAGENET_PROMPT_ENSEMBLE = "imagenet80"
+TEST_TIME_CROPS = (1, 5)
 # How the training stream is drawn (cbd_tf/data/sampling.py); auto is index.
 SAMPLING_METHODS = ("auto", "index", "per_class", "rejection", "resample")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")

@@ -19,7 +19,8 @@ from typing import Any
 from cbd_tf import stage_registry
 from cbd_tf.choices import (  # pylint: disable=unused-import  (re-exported)
     ADAPTER_TUNINGS, AUGMENTATION_ALIASES, AUGMENTATIONS, BACKBONE_TUNINGS,
-    DEFAULT_WARMUP_EPOCHS, HEADS, MIXED_PRECISION,
+    DEFAULT_WARMUP_EPOCHS, HEAD_INITS, HEADS, IMAGENET_PROMPT_ENSEMBLE, MIXED_PRECISION,
+    TEST_TIME_CROPS,
     MOMENTUM_UPDATES, LR_SCHEDULES, POSTHOC_TAU_ON_VAL, PRESET_PREFIX, SAMPLING_METHODS,
     STRATEGIES, TEACHER_RUN_NAMES, parse_teacher_spec, teacher_run_name)
 from cbd_tf.config_checks import check, check_config
@@ -89,6 +90,13 @@ class DataConfig:
       "tfrecord: tf.train.Example feature holding the encoded image.")
   tfrecord_label_key: str = setting(
       "label", "tfrecord_label_key", "tfrecord: tf.train.Example int64 feature holding the label.")
+  class_names_file: str = setting(
+      "", "class_names_file", "Readable class names, one a line in label order, for "
+      "--head_init=text and --stage=zero_shot; empty: the data set's (ImageNet's: CLIP's list).")
+  test_time_crops: int = setting(
+      1, "test_time_crops", "Evaluation and export: 1 (the centre crop) | 5 (LIFT's test-time "
+      "ensemble: short side to image_size + 24, the four corner crops and the centre one, their "
+      "logits averaged).")
   validate_images: bool = setting(
       True, "validate_images",
       "Decode every image file once before training; leave out those that fail.")
@@ -143,6 +151,14 @@ class ModelConfig:
       "save_weights), a .keras file or a finished run directory (in a pipeline: the teachers, "
       "and the student unless --student_backbone differs).")
   cosine_scale: float = setting(20.0, "cosine_scale", "sigma of the cosine classifier.")
+  head_init: str = setting(
+      "random", "head_init", "Where the classifier head starts: random | text (a CLIP or "
+      "SigLIP preset's text embedding of --class_prompt for each class name; the cosine head "
+      "then starts as the zero-shot classifier).", choices=HEAD_INITS)
+  class_prompt: str = setting(
+      "a photo of a {}.", "class_prompt",
+      f"--head_init=text and --stage=zero_shot: the prompt, {{}} standing for a class name, or "
+      f"{IMAGENET_PROMPT_ENSEMBLE} (CLIP's 80 ImageNet templates, their embeddings averaged).")
   head: str = setting(
       "cosine", "head", "Classifier head: cosine (sigma * cos, no bias; CBD, LDAM) | linear "
       "(Dense with bias, as the Decoupling / logit adjustment / balanced softmax baselines).",

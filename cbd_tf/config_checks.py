@@ -9,7 +9,8 @@ from typing import Any, Iterator
 
 from cbd_tf import stage_registry
 from cbd_tf.choices import (
-    ADAPTER_TUNINGS, AUGMENTATIONS, BACKBONE_TUNINGS, HEADS, LR_SCHEDULES, MIXED_PRECISION, MOMENTUM_UPDATES, POSTHOC_TAU_ON_VAL,
+    ADAPTER_TUNINGS, AUGMENTATIONS, BACKBONE_TUNINGS, HEAD_INITS, HEADS,
+    IMAGENET_PROMPT_ENSEMBLE, TEST_TIME_CROPS, LR_SCHEDULES, MIXED_PRECISION, MOMENTUM_UPDATES, POSTHOC_TAU_ON_VAL,
     PRESET_PREFIX, SAMPLING_METHODS, STRATEGIES, teacher_run_name)
 from cbd_tf.long_tail_config import DECOUPLED_BATCHNORM, LOSSES, NCM_DISTANCES, NCM_FEATURES
 
@@ -62,6 +63,14 @@ def _check_model(config: Any) -> None:
         f"{config.model.backbone_learning_rate_multiplier}")
   check(config.model.head_norm_power is None or config.model.head_norm_power >= 0,
         f"head_norm_power must be >= 0, got {config.model.head_norm_power}")
+  check(config.model.head_init in HEAD_INITS,
+        f"unknown head_init {config.model.head_init!r}; valid: {', '.join(HEAD_INITS)}")
+  check(config.model.class_prompt == IMAGENET_PROMPT_ENSEMBLE or
+        config.model.class_prompt.count("{}") == 1,
+        f"--class_prompt must hold {{}} once (where the class name goes) or be "
+        f"{IMAGENET_PROMPT_ENSEMBLE}, got {config.model.class_prompt!r}")
+  check(config.data.test_time_crops in TEST_TIME_CROPS,
+        f"test_time_crops must be 1 or 5, got {config.data.test_time_crops}")
   check(config.model.backbone_tuning in BACKBONE_TUNINGS,
         f"unknown backbone_tuning {config.model.backbone_tuning!r}; valid: "
         f"{', '.join(BACKBONE_TUNINGS)}")
