@@ -336,6 +336,13 @@ class Config:
       changes[name] = value
     return dataclasses.replace(self, **changes)
 
+  def with_test_time_crops(self, crops: int | None) -> "Config":
+    """This config evaluating with `crops` test-time crops (None: as it is)."""
+    if crops is None:
+      return self
+    check(crops in TEST_TIME_CROPS, f"test_time_crops must be 1 or 5, got {crops}")
+    return self.replace(data={"test_time_crops": crops})
+
   def validate(self) -> "Config":
     """Checks every value (config_checks.py); raises ValueError naming the first problem.
     Returns the config, so calls chain."""

@@ -3,6 +3,7 @@
   python -m cbd_tf.evaluate --workdir=RUN_DIR
   python -m cbd_tf.evaluate --workdir=PIPELINE_DIR   # every teacher and the student
   python -m cbd_tf.evaluate --saved_model=EXPORT_DIR # an export; prints, writes nothing
+  [--test_time_crops=5]   LIFT's five crops, logits averaged (default: the run's setting)
 
 The work is done by cbd_tf/evaluation.py.
 """
@@ -14,7 +15,7 @@ import sys
 from cbd_tf import evaluation, flags
 
 # Every other flag is a training setting: given here, it stops the command (it would do nothing).
-FLAGS_READ = {"workdir", "saved_model"}
+FLAGS_READ = {"workdir", "saved_model", "test_time_crops"}
 
 
 def main(argv: list[str]) -> None:
@@ -25,11 +26,12 @@ def main(argv: list[str]) -> None:
     sys.exit(unexpected)
   if not values.saved_model and not values.workdir:
     sys.exit("cbd_tf.evaluate: error: --workdir=RUN_DIR or --saved_model=EXPORT_DIR is required")
+  crops = values.test_time_crops if values["test_time_crops"].present else None
   try:
     if values.saved_model:
-      evaluation.evaluate_saved_model(values.saved_model)
+      evaluation.evaluate_saved_model(values.saved_model, crops)
     else:
-      evaluation.evaluate_directory(values.workdir)
+      evaluation.evaluate_directory(values.workdir, crops)
   except ValueError as error:
     sys.exit(f"cbd_tf.evaluate: error: {error}")
 

@@ -30,15 +30,18 @@ def evaluate_and_save(model, config: config_lib.Config, source: sources.Source,
   decoded (since this process started: a resumed run counts from the resume)."""
   # Post-hoc logit adjustment (--posthoc_tau) lives in the config, so reloads repeat it.
   tau, choice = posthoc_tau(model, config, source)
-  adjusted = long_tail_losses.posthoc_adjusted(model, source.train_counts, tau)
-  result = metrics.evaluate_model(adjusted, pipeline.build_eval_dataset(source.test, config.data),
+  adjusted = long_tail_losses.posthoc_adjusted(averaged_over_crops(model), source.train_counts,
+                                               tau)
+  result = metrics.evaluate_model(adjusted, _eval_dataset(source.test, config.data),
                                   source.train_counts)
   if source.val is not None:
-    val = metrics.evaluate_model(adjusted, pipeline.build_eval_dataset(source.val, config.data),
+    val = metrics.evaluate_model(adjusted, _eval_dataset(source.val, config.data),
                                  source.train_counts)
     val["num_val"] = val.pop("num_test")
     result["val"] = val
   result.update(choice)
+  if config.data.test_time_crops > 1:
+    result["test_time_crops"] = config.data.test_time_crops
   # Image files left out because they did not decode (listed in the cache's skipped files).
   result["skipped_images"] = source.num_skipped
   if dropped_train_examples is not None:
@@ -76,7 +79,8 @@ def posthoc_tau(model, config: config_lib.Config, source: sources.Source) -> tup
     raise ValueError(f"--posthoc_tau=val picks tau on a validation split, and "
                      f"{config.data.dataset} has none; give a number")
   logits, labels = [], []
-  for images, batch_labels in pipeline.build_eval_dataset(source.val, config.data):
+  model = averaged_over_crops(model)
+  for images, batch_labels in _eval_dataset(source.val, config.data):
     logits.append(np.asarray(model(images, training=False), np.float64))
     labels.append(np.asarray(batch_labels))
   logits, labels = np.concatenate(logits), np.concatenate(labels)
@@ -88,6 +92,23 @@ def posthoc_tau(model, config: config_lib.Config, source: sources.Source) -> tup
       f"{t:g}": metrics.mean_class_accuracy(r) for t, r in sweep.items()}}
 
 
+def averaged_over_crops(model):
+  """`model` (images -> logits) for evaluation batches: images (N, S, S, 3) as they are, or
+  test-time crops (N, K, S, S, 3) -> the mean of the K crops' logits (LIFT's ensemble)."""
+  def averaged(images, training=False):
+    if images.shape.rank == 4:
+      return model(images, training=training)
+    shape = tf.shape(images)
+    logits = model(tf.reshape(images, tf.concat([[-1], shape[2:]], 0)), training=training)
+    return tf.reduce_mean(tf.reshape(logits, tf.stack([shape[0], shape[1], -1])), axis=1)
+  return averaged
+
+
+def _eval_dataset(split, data: config_lib.DataConfig):
+  """The final evaluation's batches, with the run's --test_time_crops."""
+  return pipeline.build_eval_dataset(split, data, data.test_time_crops)
+
+
 def matching_source(data: config_lib.DataConfig, train_counts, where: str) -> sources.Source:
   """The data set `where` was trained on, checked against its stored class counts."""
   source = sources.load_source(data)
@@ -96,20 +117,22 @@ def matching_source(data: config_lib.DataConfig, train_counts, where: str) -> so
   return source
 
 
-def evaluate_run(directory: str) -> dict:
-  """Rebuilds the run's classifier and data, evaluates, writes and returns the metrics."""
+def evaluate_run(directory: str, test_time_crops: int | None = None) -> dict:
+  """Rebuilds the run's classifier and data, evaluates (with `test_time_crops`, None: the
+  run's), writes and returns the metrics."""
   model, config = run_models.load_classifier(directory)
+  config = config.with_test_time_crops(test_time_crops)
   source = matching_source(config.data, run_files.read_classes(directory)[1], directory)
   return evaluate_and_save(model, config.replace(workdir=directory), source)
 
 
-def evaluate_directory(directory: str) -> dict[str, dict]:
+def evaluate_directory(directory: str, test_time_crops: int | None = None) -> dict[str, dict]:
   """{name: metrics} of a finished run, or of every run of a pipeline directory (checked
   finished before any is evaluated); prints a table of them for a pipeline."""
   runs = run_dir.run_directories(directory)
   for run in runs.values():
     run_checks.check_trained(run)
-  results = {name: evaluate_run(run) for name, run in runs.items()}
+  results = {name: evaluate_run(run, test_time_crops) for name, run in runs.items()}
   if len(results) > 1:
     print(f"\n{metrics.format_table(results)}")
   return results
@@ -128,15 +151,20 @@ def run_posthoc_tau(directory: str, tau_setting=None) -> float:
   return posthoc_tau(model, config, source)[0]
 
 
-def evaluate_saved_model(export_dir: str) -> dict:
-  """Metrics of an export's predict_images signature on the test split it was trained for."""
+def evaluate_saved_model(export_dir: str, test_time_crops: int | None = None) -> dict:
+  """Metrics of an export's predict_images signature on the test split it was trained for,
+  with the export's test-time crops (or `test_time_crops`)."""
   serving.check_export(export_dir)
   _, train_counts, config = serving.read_export_assets(export_dir)
+  config = config.with_test_time_crops(test_time_crops)
   source = matching_source(config.data, train_counts, export_dir)
   predict = tf.saved_model.load(export_dir).signatures["predict_images"]
-  # Log-probabilities are logits whose softmax is the export's probabilities (for ECE).
+  # Log-probabilities are logits whose softmax is the export's probabilities (for ECE); their
+  # mean over test-time crops differs from the mean logits by a constant per image, so it
+  # ranks and calibrates as serving_default's crop-averaged logits do.
   result = metrics.evaluate_model(
-      lambda images, training=False: tf.math.log(predict(images=images)["probabilities"]),
-      pipeline.build_eval_dataset(source.test, config.data), source.train_counts)
+      averaged_over_crops(lambda images, training=False: tf.math.log(
+          predict(images=images)["probabilities"])),
+      _eval_dataset(source.test, config.data), source.train_counts)
   print(f"\n{export_dir}\n{metrics.format_table({'saved_model': result})}", flush=True)
   return result

@@ -5,6 +5,8 @@ no optimiser state. Signatures:
   serving_default(image_bytes: string [N])     JPEG / PNG / GIF / BMP / WebP bytes,
                                                preprocessed in the graph as in evaluation
   predict_images(images: float32 [N, S, S, 3]) images already preprocessed, values in [0, 1]
+With --test_time_crops=5, serving_default averages the logits of each image's five crops
+(LIFT's test-time ensemble); predict_images takes one crop an image.
 Both return probabilities [N, C], top_k_classes [N, k], top_k_scores [N, k] and
 top_k_labels [N, k] (class names); predict_images also returns features [N, D].
 Probabilities are softmax(logits - posthoc_tau * log prior): the run's post-hoc logit
@@ -67,11 +69,20 @@ class ServingModule(tf.Module):
     # The evaluation pipeline's decode, which checks the header against the limit before
     # decoding. An undecodable or oversized image raises InvalidArgument: that request
     # fails, the server goes on.
-    return augment.preprocess_eval(augment.decode_image(image_bytes, self.max_image_pixels),
-                                   self.data)
+    preprocess = (augment.preprocess_eval_crops if self.data.test_time_crops > 1
+                  else augment.preprocess_eval)
+    return preprocess(augment.decode_image(image_bytes, self.max_image_pixels), self.data)
 
   def _outputs(self, images):
+    crops = images.shape.rank == 5  # (N, K, S, S, 3): LIFT's test-time crops, logits averaged
+    if crops:
+      count = tf.shape(images)[1]
+      images = tf.reshape(images, tf.concat([[-1], tf.shape(images)[2:]], 0))
     logits, features = self.classifier.call_with_features(images, training=False)
+    if crops:
+      logits = tf.reduce_mean(tf.reshape(logits, [-1, count, tf.shape(logits)[-1]]), axis=1)
+      features = tf.reduce_mean(tf.reshape(features, [-1, count, tf.shape(features)[-1]]),
+                                axis=1)
     probabilities = tf.nn.softmax(tf.cast(logits, tf.float32) - self.logit_offset, axis=-1)
     scores, classes = tf.math.top_k(probabilities, k=self.top_k)
     return {"probabilities": probabilities, "top_k_classes": classes, "top_k_scores": scores,
@@ -85,8 +96,9 @@ class ServingModule(tf.Module):
         (count, self.max_request_images))])
     with tf.control_dependencies([check]):
       image_bytes = tf.identity(image_bytes)
+    crops = [self.data.test_time_crops] if self.data.test_time_crops > 1 else []
     images = tf.map_fn(self._decode, image_bytes,
-                       fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+                       fn_output_signature=tf.TensorSpec([*crops, size, size, 3], tf.float32))
     return self._outputs(images)[0]
 
   def _predict_images(self, images):
@@ -154,17 +166,19 @@ def read_export_assets(export_dir: str) -> tuple[list[str], list[int], config_li
 def export_run(directory: str, export_dir: str, top_k: int = 5,
                max_image_pixels: int = config_lib.DataConfig.max_image_pixels,
                max_request_images: int = config_lib.OutputConfig.max_request_images,
-               posthoc_tau: float = 0.0) -> str:
-  """Exports the classifier of the finished run `directory` with these serving limits and
-  post-hoc adjustment (evaluation.run_posthoc_tau resolves --posthoc_tau); returns the path."""
+               posthoc_tau: float = 0.0, test_time_crops: int | None = None) -> str:
+  """Exports the classifier of the finished run `directory` with these serving limits,
+  post-hoc adjustment (evaluation.run_posthoc_tau resolves --posthoc_tau) and test-time crops
+  (None: the run's); returns the path."""
   run_checks.check_trained(directory)
   for name, value in (("top_k", top_k), ("max_image_pixels", max_image_pixels),
                       ("max_request_images", max_request_images)):
     if value < 1:
       raise ValueError(f"--{name} must be >= 1, got {value}")
   model, config = run_models.load_classifier(directory)
-  config = config.replace(data={"max_image_pixels": max_image_pixels},
-                          output={"max_request_images": max_request_images})
+  config = config.with_test_time_crops(test_time_crops).replace(
+      data={"max_image_pixels": max_image_pixels},
+      output={"max_request_images": max_request_images})
   class_names, train_counts = run_files.read_classes(directory)
   return export_saved_model(model, export_dir, class_names, train_counts, config, top_k,
                             serving_warmup.kept_images(directory), posthoc_tau)

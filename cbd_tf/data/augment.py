@@ -146,18 +146,41 @@ def crop_resize_flip(image: tf.Tensor, seeds: TrainSeeds,
 def preprocess_eval(image: tf.Tensor, data: config_lib.DataConfig) -> tf.Tensor:
   """uint8 (H, W, 1|3|4) -> float32 (S, S, 3) in [0, 1]: the official resize_small +
   central_crop, with the division by 255 after the crop."""
-  _check_uint8(image)
   size = data.image_size
-  short_side = round(size / data.eval_crop_fraction)
+  resized, height, width = _resize_short_side(image, round(size / data.eval_crop_fraction))
+  image = tf.slice(resized, tf.stack([(height - size) // 2, (width - size) // 2, 0]),
+                   [size, size, -1])
+  return _to_rgb(image / 255.0)  # no clip, as the official (see resize_and_flip)
+
+
+# LIFT's test-time ensemble (trainer.py, tte_mode "fivecrop"): Resize(resolution + expand),
+# expand 24 (configs/model/clip_vit_b16.yaml), then torchvision's FiveCrop.
+TEST_TIME_EXPAND = 24
+
+
+def preprocess_eval_crops(image: tf.Tensor, data: config_lib.DataConfig) -> tf.Tensor:
+  """uint8 (H, W, 1|3|4) -> float32 (5, S, S, 3) in [0, 1]: the short side resized to
+  image_size + 24 (bilinear without antialiasing, as preprocess_eval), then FiveCrop's
+  top-left, top-right, bottom-left, bottom-right and centre (top = round((h - S) / 2))."""
+  size = data.image_size
+  resized, height, width = _resize_short_side(image, size + TEST_TIME_EXPAND)
+  bottom, right = height - size, width - size
+  centre = (tf.cast(tf.round((height - size) / 2), tf.int32),
+            tf.cast(tf.round((width - size) / 2), tf.int32))
+  corners = [(0, 0), (0, right), (bottom, 0), (bottom, right), centre]
+  return tf.stack([_to_rgb(tf.slice(resized, tf.stack([top, left, 0]), [size, size, -1]) / 255.0)
+                   for top, left in corners])
+
+
+def _resize_short_side(image: tf.Tensor, short_side: int):
+  """(float32 resized image in [0, 255], its height, its width)."""
+  _check_uint8(image)
   height, width = tf.shape(image)[0], tf.shape(image)[1]
   # The official resize_small's arithmetic, so the resized shape is the same.
   ratio = tf.cast(short_side, tf.float32) / tf.cast(tf.minimum(height, width), tf.float32)
   new_height = tf.cast(tf.round(tf.cast(height, tf.float32) * ratio), tf.int32)
   new_width = tf.cast(tf.round(tf.cast(width, tf.float32) * ratio), tf.int32)
-  resized = _resize(image, tf.stack([new_height, new_width]))
-  top, left = (new_height - size) // 2, (new_width - size) // 2
-  image = tf.slice(resized, tf.stack([top, left, 0]), [size, size, -1])
-  return _to_rgb(image / 255.0)  # no clip, as the official (see resize_and_flip)
+  return _resize(image, tf.stack([new_height, new_width])), new_height, new_width
 
 
 def color_distortion(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:

@@ -42,9 +42,11 @@ def build_train_dataset(split: sources.Split, data: config_lib.DataConfig, polic
                        drop_counter=drop_counter).prefetch(tf.data.AUTOTUNE)
 
 
-def build_eval_dataset(split: sources.Split, data: config_lib.DataConfig) -> tf.data.Dataset:
-  """One pass over `split` in order, preprocessed for evaluation, in batches."""
-  return eval_batches(split, data).prefetch(tf.data.AUTOTUNE)
+def build_eval_dataset(split: sources.Split, data: config_lib.DataConfig,
+                       test_time_crops: int = 1) -> tf.data.Dataset:
+  """One pass over `split` in order, preprocessed for evaluation, in batches: images
+  (N, S, S, 3), or with `test_time_crops` 5 each image's five crops, (N, 5, S, S, 3)."""
+  return eval_batches(split, data, test_time_crops=test_time_crops).prefetch(tf.data.AUTOTUNE)
 
 
 def train_batches(examples: tf.data.Dataset, split: sources.Split, data: config_lib.DataConfig,
@@ -104,14 +106,17 @@ def _augmented(examples: tf.data.Dataset, data: config_lib.DataConfig,
 
 
 def eval_batches(split: sources.Split, data: config_lib.DataConfig,
-                 num_parallel_calls: int | None = tf.data.AUTOTUNE) -> tf.data.Dataset:
+                 num_parallel_calls: int | None = tf.data.AUTOTUNE,
+                 test_time_crops: int = 1) -> tf.data.Dataset:
   """`split` in order, as batches of (images, labels). Image files: read and decode in
   one map under ignore_errors (an unreadable file is skipped and logged), then resize and
   crop in a second map, fused with the batching, whose errors are raised."""
   labels = tf.constant(split.labels, tf.int64)
 
+  transform = augment.preprocess_eval_crops if test_time_crops > 1 else augment.preprocess_eval
+
   def preprocess(image, index):
-    return augment.preprocess_eval(image, data), tf.gather(labels, index)
+    return transform(image, data), tf.gather(labels, index)
 
   indices = tf.data.Dataset.range(len(split))
   if split.is_encoded:
