@@ -13,7 +13,8 @@ from tests import helpers
 CONFIGS = sorted(glob.glob(os.path.join(helpers.ROOT, "configs", "*.flags")))
 PAPER_CONFIGS = ("imagenet_lt", "imagenet_lt_cbd", "inaturalist2017", "inaturalist2018",
                  "places_lt", "cifar100_lt", "places_lt_pretrained",
-                 "imagenet_lt_foundation_teacher")
+                 "imagenet_lt_foundation_teacher", "imagenet_lt_lift", "places_lt_lift",
+                 "inaturalist2018_lift", "imagenet_lt_lift_cbd")
 
 # Parses each flagfile from the project root (absl resolves nested --flagfile paths from the
 # current directory), in one fresh process so the test's own flags stay untouched.
@@ -123,3 +124,44 @@ def test_places_lt_pretrained_is_oltrs_representation_recipe(parsed):
   assert teacher["stage"] == "student" and teacher["distill"]["teachers"] == [
       "keras_hub:dinov2_base"]
   assert teacher["model"]["backbone"] == "resnet50"
+
+
+@pytest.mark.parametrize("name, dataset, epochs", [
+    ("imagenet_lt_lift", "imagenet_lt", 10), ("places_lt_lift", "places_lt", 10),
+    ("inaturalist2018_lift", "inaturalist2018", 20)])
+def test_lift_configs_are_lifts_recipe(parsed, name, dataset, epochs):
+  # LIFT utils/config.py and configs/model/clip_vit_b16.yaml: lr 0.01, weight_decay 5e-4
+  # (torch.optim.SGD: gradient wd * w), momentum 0.9, batch_size 128, num_epochs 10 (20 on
+  # iNaturalist by its command line), scale 25, loss_type "LA" (tau 1), init_head "text_feat"
+  # with prompt "a photo of a {}.", adaptformer, resolution 224, RandomResizedCrop's scale
+  # (0.08, 1), prec "amp", tte fivecrop.
+  config = parsed[name]
+  assert config["stage"] == "teacher" and config["data"]["dataset"] == dataset
+  assert config["optimizer"]["epochs"] == epochs
+  assert config["model"]["backbone"] == "keras_hub:clip_vit_base_patch16"
+  assert config["model"]["backbone_tuning"] == "adaptformer"
+  assert config["model"]["adapter_rank"] == 0  # LIFT's rule
+  assert (config["model"]["head"], config["model"]["cosine_scale"]) == ("cosine", 25)
+  assert config["model"]["head_init"] == "text"
+  assert config["model"]["class_prompt"] == "a photo of a {}."
+  assert config["long_tail"]["loss"] == "logit_adjusted"
+  assert config["long_tail"]["logit_adjust_tau"] == 1.0
+  assert config["data"]["batch_size"] == 128 and config["data"]["image_size"] == 224
+  assert config["optimizer"]["learning_rate"] * 128 / 256 == pytest.approx(0.01)
+  # torch's gradient wd * w is 0.5 * wd' * w in the official CBD form: wd' = 2 * 5e-4.
+  assert config["optimizer"]["weight_decay"] == pytest.approx(2 * 5e-4)
+  assert config["optimizer"]["momentum"] == 0.9
+  assert config["optimizer"]["momentum_update"] == "official"  # torch's buf = mu * buf + g
+  assert config["optimizer"]["warmup_epochs"] == 0
+  assert config["data"]["crop_min_area"] == 0.08 and config["data"]["test_time_crops"] == 5
+  assert config["distribute"]["mixed_precision"] == "float16"
+  assert config["data"]["sampling"] == "instance"
+
+
+def test_lift_cbd_distils_into_a_class_balanced_resnet50(parsed):
+  config = parsed["imagenet_lt_lift_cbd"]
+  assert config["stage"] == "student" and config["model"]["backbone"] == "resnet50"
+  assert config["model"]["backbone_tuning"] == "full"
+  assert config["optimizer"] == parsed["imagenet_lt"]["optimizer"]
+  with open(os.path.join(helpers.ROOT, "configs", "imagenet_lt_lift_cbd.flags")) as f:
+    assert "--flagfile=configs/imagenet_lt_lift.flags" in f.read()
