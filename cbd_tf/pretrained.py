@@ -76,7 +76,11 @@ def load_backbone_weights(backbone: keras.layers.Layer, path: str) -> None:
   """Sets `backbone`'s weights from `path` (module docstring); ValueError naming the first
   weight or shape that differs, before any weight changes."""
   check_init_from(path)
+  added = adapter_weights(backbone)
   if path.endswith(".weights.h5"):
+    if added:
+      raise ValueError(f"--init_from={path!r}: a .weights.h5 file cannot start an adapted "
+                       "backbone; give the run directory or .keras file it came from")
     _load_weights_file(backbone, path)
     return
   if os.path.isdir(path):
@@ -84,7 +88,9 @@ def load_backbone_weights(backbone: keras.layers.Layer, path: str) -> None:
   else:
     model = keras.models.load_model(path, compile=False)
     donor = model.backbone if isinstance(model, Classifier) else model
-  ours, theirs = backbone.weights, donor.weights
+  # An adapter starts as the identity, whatever the donor had: only the pretrained weights.
+  ours = [v for v in backbone.weights if id(v) not in added]
+  theirs = [v for v in donor.weights if id(v) not in adapter_weights(donor)]
   for index, (mine, other) in enumerate(zip(ours, theirs)):
     if tuple(mine.shape) != tuple(other.shape):
       raise ValueError(f"--init_from={path!r} does not fit the backbone: weight {index} is "
@@ -96,6 +102,11 @@ def load_backbone_weights(backbone: keras.layers.Layer, path: str) -> None:
                      f"there, {len(ours)} here (first unmatched: {first.path})")
   for mine, other in zip(ours, theirs):
     mine.assign(other)
+
+
+def adapter_weights(backbone: keras.layers.Layer) -> set[int]:
+  """ids of the weights of `backbone`'s LoRA / AdaptFormer adapters (none for others)."""
+  return {id(v) for layer in getattr(backbone, "adapters", []) for v in layer.weights}
 
 
 def _datasets(group: h5py.Group) -> dict[str, tuple]:

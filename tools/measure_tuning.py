@@ -1,0 +1,112 @@
+"""How much of a pretrained backbone to train, measured on the bundled data: a small ViT
+(a KerasHub ViTBackbone written here as a local preset) pretrained on mnist_pairs_digits,
+then mnist_pairs_lt from it with each --backbone_tuning, each with cross-entropy and with the
+logit-adjusted loss, over seeds. Prints top-1, few-shot, trained weights and time a step.
+
+  python tools/measure_tuning.py --seeds=0,1,2 --workdir=runs/tuning
+  python tools/measure_tuning.py --tiny       # seconds: 1 seed, 1 epoch, 2 tunings
+
+Each run is `python -m cbd_tf.train --flagfile=configs/mnist_pairs.flags --stage=teacher
+--backbone=keras_hub:PRESET --init_from=PRETRAIN_RUN --backbone_tuning=T --loss=L --seed=S`
+(40 epochs of the mnist_pairs recipe unless --epochs); finished runs are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TUNINGS = ("full", "frozen", "bias", "lora", "adaptformer")
+LOSSES = ("ce", "logit_adjusted")
+
+
+def write_preset(directory: str, image_size: int) -> str:
+  """A ViT of 4 blocks, width 64 (patch 4), random weights, as a KerasHub preset."""
+  if os.path.exists(os.path.join(directory, "config.json")):
+    return directory
+  import keras  # pylint: disable=import-outside-toplevel
+  import keras_hub  # pylint: disable=import-outside-toplevel
+  keras.utils.set_random_seed(0)
+  keras_hub.models.ViTBackbone(
+      image_shape=(image_size, image_size, 3), patch_size=4, num_layers=4, num_heads=4,
+      hidden_dim=64, mlp_dim=128).save_to_preset(directory)
+  keras_hub.layers.ViTImageConverter(image_size=(image_size, image_size), scale=1 / 127.5,
+                                     offset=-1.0).save_to_preset(directory)
+  return directory
+
+
+def train(workdir: str, *flags: str) -> float | None:
+  """Trains unless `workdir` has finished; returns the last epoch's seconds per step."""
+  log = os.path.join(workdir, "train_log.txt")
+  if not os.path.exists(os.path.join(workdir, "metrics.json")):
+    os.makedirs(workdir, exist_ok=True)
+    with open(log, "w") as f:
+      subprocess.run([sys.executable, "-m", "cbd_tf.train", f"--workdir={workdir}", *flags],
+                     cwd=ROOT, check=True, stdout=f, stderr=subprocess.STDOUT,
+                     env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+  with open(log) as f:
+    steps = re.findall(r"(\d+)(ms|s)/step", f.read())
+  if not steps:
+    return None
+  value, unit = steps[-1]
+  return float(value) / (1000 if unit == "ms" else 1)
+
+
+def read_json(path: str) -> dict:
+  with open(path) as f:
+    return json.load(f)
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--workdir", default="runs/tuning")
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--tunings", default=",".join(TUNINGS))
+  parser.add_argument("--losses", default=",".join(LOSSES))
+  parser.add_argument("--epochs", type=int, default=0, help="0: the flagfiles' own")
+  parser.add_argument("--tiny", action="store_true")
+  args = parser.parse_args(argv)
+  seeds = [int(seed) for seed in args.seeds.split(",")]
+  tunings, losses = args.tunings.split(","), args.losses.split(",")
+  extra = [f"--epochs={args.epochs}"] if args.epochs else []
+  if args.tiny:
+    seeds, tunings, losses = [0], ["full", "adaptformer"], ["ce"]
+    extra = ["--epochs=1", "--steps_per_epoch=2", "--eval_every_epochs=0", "--warmup_epochs=0"]
+  preset = write_preset(os.path.abspath(os.path.join(args.workdir, "vit_preset")), 24)
+  pretrain = os.path.join(args.workdir, "pretrain")
+  start = time.time()
+  train(pretrain, "--flagfile=configs/mnist_pairs_pretrain.flags",
+        f"--backbone=keras_hub:{preset}", *extra)
+  print(f"pretrained on mnist_pairs_digits: {read_json(pretrain + '/metrics.json')['top1']:.3f} "
+        f"top-1 on its held-out digits, {time.time() - start:.0f} s", flush=True)
+  print("| tuning | loss | top-1 | few | trained weights (backbone) | s / step |")
+  print("|---|---|---:|---:|---:|---:|")
+  for tuning in tunings:
+    for loss in losses:
+      results, step_times = [], []
+      for seed in seeds:
+        run = os.path.join(args.workdir, f"{tuning}_{loss}_{seed}")
+        step_times.append(train(run, "--flagfile=configs/mnist_pairs.flags", "--stage=teacher",
+                                f"--backbone=keras_hub:{preset}", f"--init_from={pretrain}",
+                                f"--backbone_tuning={tuning}", f"--loss={loss}",
+                                f"--seed={seed}", *extra))
+        results.append(read_json(os.path.join(run, "metrics.json")))
+      trained = read_json(os.path.join(run, "environment.json"))["trained_weights"]
+      top1 = 100 * np.array([r["top1"] for r in results])
+      few = 100 * np.array([r["few"] if r["few"] is not None else np.nan for r in results])
+      step = np.mean([t for t in step_times if t is not None] or [np.nan])
+      print(f"| {tuning} | {loss} | {top1.mean():.1f} ± {top1.std():.1f} | "
+            f"{np.nanmean(few):.1f} ± {np.nanstd(few):.1f} | {trained['total']:,} "
+            f"({trained['backbone']:,}) | {step:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+  main()
