@@ -214,3 +214,20 @@ def test_tuned_model_saves_reloads_and_exports_the_adapted_model(presets, tuning
   np.testing.assert_allclose(served["probabilities"].numpy(), tf.nn.softmax(expected).numpy(),
                              rtol=1e-4, atol=1e-5)
   assert os.path.exists(export)
+
+
+def test_init_from_starts_an_adapted_backbone_from_the_pretrained_weights(presets, tmp_path):
+  from cbd_tf import pretrained  # pylint: disable=import-outside-toplevel
+  donor = classifier(presets["vit"], "full", seed=3)
+  for variable in donor.backbone.weights:  # weights other than the preset's
+    variable.assign(variable.numpy() + 0.01)
+  path = str(tmp_path / "donor.keras")
+  donor.save(path)
+  model = classifier(presets["vit"], "lora", rank=2)
+  pretrained.load_backbone_weights(model.backbone, path)
+  x = images()
+  np.testing.assert_allclose(model.embed(x), donor.embed(x), rtol=1e-5, atol=1e-6)
+  assert not model.backbone.adapters[0].b.numpy().any()  # still the identity
+  donor.backbone.save_weights(str(tmp_path / "donor.weights.h5"))
+  with pytest.raises(ValueError, match="cannot start an adapted backbone"):
+    pretrained.load_backbone_weights(model.backbone, str(tmp_path / "donor.weights.h5"))
