@@ -9,6 +9,10 @@ logit-adjusted loss, over seeds. Prints top-1, few-shot, trained weights and tim
 Each run is `python -m cbd_tf.train --flagfile=configs/mnist_pairs.flags --stage=teacher
 --backbone=keras_hub:PRESET --init_from=PRETRAIN_RUN --backbone_tuning=T --loss=L --seed=S`
 (40 epochs of the mnist_pairs recipe unless --epochs); finished runs are reused.
+
+--distill then trains, per seed, CBD ResNet-8 students (class-balanced, the mnist_pairs
+recipe) from the best tuned teacher (highest mean top-1) and from a ResNet-8 teacher trained
+from scratch, and prints their table too.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ def main(argv=None) -> None:
   parser.add_argument("--tunings", default=",".join(TUNINGS))
   parser.add_argument("--losses", default=",".join(LOSSES))
   parser.add_argument("--epochs", type=int, default=0, help="0: the flagfiles' own")
+  parser.add_argument("--distill", action="store_true")
   parser.add_argument("--tiny", action="store_true")
   args = parser.parse_args(argv)
   seeds = [int(seed) for seed in args.seeds.split(",")]
@@ -89,6 +94,7 @@ def main(argv=None) -> None:
         f"top-1 on its held-out digits, {time.time() - start:.0f} s", flush=True)
   print("| tuning | loss | top-1 | few | trained weights (backbone) | s / step |")
   print("|---|---|---:|---:|---:|---:|")
+  means = {}
   for tuning in tunings:
     for loss in losses:
       results, step_times = [], []
@@ -103,9 +109,36 @@ def main(argv=None) -> None:
       top1 = 100 * np.array([r["top1"] for r in results])
       few = 100 * np.array([r["few"] if r["few"] is not None else np.nan for r in results])
       step = np.mean([t for t in step_times if t is not None] or [np.nan])
+      means[f"{tuning}_{loss}"] = top1.mean()
       print(f"| {tuning} | {loss} | {top1.mean():.1f} ± {top1.std():.1f} | "
             f"{np.nanmean(few):.1f} ± {np.nanstd(few):.1f} | {trained['total']:,} "
             f"({trained['backbone']:,}) | {step:.3f} |", flush=True)
+  if args.distill:
+    distill(args.workdir, max(means, key=means.get), seeds, extra)
+
+
+def distill(workdir: str, best: str, seeds: list[int], extra: list[str]) -> None:
+  """CBD students from the best tuned teacher and from a ResNet-8 teacher from scratch."""
+  rows = {f"student of {best}": [], "student of a ResNet-8 from scratch": [],
+          "ResNet-8 teacher from scratch": []}
+  for seed in seeds:
+    scratch = os.path.join(workdir, f"resnet8_teacher_{seed}")
+    train(scratch, "--flagfile=configs/mnist_pairs.flags", "--stage=teacher",
+          f"--seed={seed}", *extra)
+    rows["ResNet-8 teacher from scratch"].append(read_json(scratch + "/metrics.json"))
+    for name, teacher in ((f"student of {best}", os.path.join(workdir, f"{best}_{seed}")),
+                          ("student of a ResNet-8 from scratch", scratch)):
+      run = os.path.join(workdir, f"student_{os.path.basename(teacher)}")
+      train(run, "--flagfile=configs/mnist_pairs.flags", "--stage=student",
+            f"--teachers={teacher}", f"--seed={seed}", *extra)
+      rows[name].append(read_json(run + "/metrics.json"))
+  print("| run | top-1 | few |")
+  print("|---|---:|---:|")
+  for name, results in rows.items():
+    top1 = 100 * np.array([r["top1"] for r in results])
+    few = 100 * np.array([r["few"] for r in results])
+    print(f"| {name} | {top1.mean():.1f} ± {top1.std():.1f} | {few.mean():.1f} ± "
+          f"{few.std():.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -84,3 +84,17 @@ def test_bench_serving_limits_tiny_refuses_the_bomb_under_the_limit_only():
       ("default limit", "served")]
   assert "image of 400 x 400 pixels" in rows[1][3] and int(rows[1][5]) > 0
   assert "animated GIF, 50 frames of 300 x 300" in rows[3][2]
+
+
+def test_measure_tuning_tiny_prints_tunings_and_students(tmp_path):
+  result = run_tool("measure_tuning.py", "--tiny", "--distill", f"--workdir={tmp_path}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [row.split("|") for row in table_rows(result.stdout)
+          if not row.startswith(("| tuning", "| run"))]
+  assert [(row[1].strip(), row[2].strip()) for row in rows[:2]] == [("full", "ce"),
+                                                                     ("adaptformer", "ce")]
+  trained = [row[5].strip() for row in rows[:2]]
+  assert trained[0] != trained[1]  # the adapter trains far fewer weights
+  assert [row[1].strip() for row in rows[2:]] == [
+      "student of adaptformer_ce", "student of a ResNet-8 from scratch",
+      "ResNet-8 teacher from scratch"]
