@@ -24,11 +24,14 @@ _PUBLIC = {
     "from_files": "cbd_tf.data.datasets",
     "load_data": "cbd_tf.data.datasets",
     "training_dataset": "cbd_tf.data.datasets",
+    # CLIP's zero-shot classifier from a CLIP or SigLIP preset (models/text_classifier.py).
+    "zero_shot_classifier": "cbd_tf.models.text_classifier",
 }
 
 __all__ = ["CBDDistiller", "Classifier", "KerasHubBackbone", "PresetTeacher", "cbd_loss",
            "evaluation_dataset", "feature_distillation_loss", "from_arrays", "from_files",
-           "load_data", "load_model", "load_teachers", "training_dataset"]
+           "load_data", "load_model", "load_teachers", "training_dataset",
+           "zero_shot_classifier"]
 
 
 def __getattr__(name):

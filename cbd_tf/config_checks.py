@@ -85,6 +85,23 @@ def _check_model(config: Any) -> None:
         f"--backbone_tuning={config.model.backbone_tuning} needs a keras_hub CLIP, SigLIP, ViT "
         f"or DINOv2 preset, not --backbone={config.model.backbone} (full, frozen and bias fit "
         "any backbone)")
+  _check_text_head(config)
+
+
+def _check_text_head(config: Any) -> None:
+  """A head from text (--stage=zero_shot, --head_init=text) needs a preset and the cosine
+  head; whether the preset is CLIP or SigLIP is checked once it is read (pretrained.py)."""
+  text_head = config.stage_entry.text_head
+  if not (text_head == stage_registry.TEXT_HEAD_ALWAYS or
+          (text_head and config.model.head_init == "text")):
+    return
+  what = (f"--stage={config.stage}" if text_head == stage_registry.TEXT_HEAD_ALWAYS
+          else "--head_init=text")
+  check(config.model.backbone.startswith(PRESET_PREFIX),
+        f"{what} needs a keras_hub CLIP or SigLIP preset (--backbone=keras_hub:PRESET), not "
+        f"--backbone={config.model.backbone}")
+  check(config.model.head == "cosine", f"{what} needs --head=cosine (the text embeddings are "
+        f"its class weights), not --head={config.model.head}")
 
 
 def _check_optimizer(config: Any) -> None:

@@ -10,6 +10,10 @@ the network nor KerasHub's download cache.
 backbone; another model: the model itself) or a `.weights.h5` file (`backbone.save_weights`,
 or a Classifier's, whose backbone part is used). A source that does not fit stops with one
 line naming the first weight or shape that differs.
+
+--head_init=text starts the cosine head as CLIP's zero-shot classifier: each class weight
+the CLIP or SigLIP preset's normalised text embedding of --class_prompt for the class's
+readable name (models/text_classifier.py, data/class_names.py).
 """
 
 from __future__ import annotations
@@ -19,18 +23,26 @@ import tempfile
 
 import h5py
 import keras
+import tensorflow as tf
+from absl import logging
 
 from cbd_tf import config as config_lib
 from cbd_tf import run_checks, run_dir, run_models, teachers
-from cbd_tf.models import keras_hub_backbone
+from cbd_tf.data import class_names, sources
+from cbd_tf.models import keras_hub_backbone, text_classifier
 from cbd_tf.models.classifier import Classifier
 from cbd_tf.models.keras_hub_backbone import KerasHubBackbone
 
 
 def build_starting_classifier(config: config_lib.Config, num_classes: int,
-                              write: bool = True) -> Classifier:
+                              write: bool = True, source: sources.Source | None = None,
+                              text: text_classifier.TextHead | None = None) -> Classifier:
   """The classifier a teacher or student run trains, its backbone at its starting weights.
-  `write`: keep a preset's backbone in the run directory (the chief's job)."""
+  `write`: keep a preset's backbone in the run directory (the chief's job).
+
+  --head_init=text: the head starts from `text`, or from the text embeddings of `source`'s
+  class names (loaded from config.data if not given). Not in a run that resumes (its
+  checkpoint holds the head) nor on a student's projection (not the text's space)."""
   classifier = run_models.build_classifier(config, num_classes, config.workdir)
   if isinstance(classifier.backbone, KerasHubBackbone):
     kept = os.path.join(config.workdir, run_dir.PRETRAINED_BACKBONE)
@@ -40,7 +52,32 @@ def build_starting_classifier(config: config_lib.Config, num_classes: int,
       run_models.keep_pretrained_backbone(classifier.backbone, config.workdir)
   if config.model.init_from:
     load_backbone_weights(classifier.backbone, config.model.init_from)
+  if config.model.head_init == "text":
+    if classifier.projection is not None:
+      logging.info("--head_init=text: a student's head sits on its projection; it starts random")
+    elif not tf.train.get_checkpoint_state(os.path.join(config.workdir, run_dir.CHECKPOINTS)):
+      text = text or text_head(config, source or sources.load_source(config.data))
+      text_classifier.set_text_head(classifier, text.weights)
   return classifier
+
+
+def text_head(config: config_lib.Config, source: sources.Source) -> text_classifier.TextHead:
+  """The text embeddings of `source`'s readable class names under --class_prompt, from the
+  --backbone preset's text side, and its logit scale."""
+  check_text_head(config, source)
+  return text_classifier.text_head(keras_hub_backbone.preset_of(config.model.backbone),
+                                   class_names.class_names(source, config.data),
+                                   config.model.class_prompt)
+
+
+def check_text_head(config: config_lib.Config, source: sources.Source) -> None:
+  """ValueError before any work if the run cannot have a head from text: --backbone not a
+  CLIP or SigLIP preset, or class names that do not fit the data."""
+  if not keras_hub_backbone.is_preset(config.model.backbone):
+    raise ValueError(f"a head from text needs a keras_hub CLIP or SigLIP preset, not "
+                     f"--backbone={config.model.backbone}")
+  class_names.class_names(source, config.data)
+  text_classifier.check_text_preset(keras_hub_backbone.preset_of(config.model.backbone))
 
 
 def keeps_backbone(directory: str) -> bool:

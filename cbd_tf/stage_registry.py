@@ -22,6 +22,10 @@ NEEDS_TEACHERS = "teachers"  # --teachers: finished runs or keras_hub presets
 NEEDS_BACKBONE_RUN = "backbone_run"  # --backbone_from: a finished teacher or student run
 NEEDS_TEACHER_SPECS = "teacher_specs"  # --teacher_specs: the teachers a pipeline trains
 
+# Where a stage's head comes from a CLIP / SigLIP preset's text (Stage.text_head).
+TEXT_HEAD_ALWAYS = "always"  # the text embeddings are the classifier (zero_shot)
+TEXT_HEAD_ON_INIT = "head_init"  # with --head_init=text, the head starts from them
+
 
 # Stage-specific settings a data set's flagfile sets once for all its stages (the paper
 # flagfiles' pipeline teachers, a data set's cRT epochs): the other stages ignore them rather
@@ -53,6 +57,9 @@ class Stage:
   backbone_source: bool = False  # a decoupled stage may keep its backbone (--backbone_from)
   runs_other_stages: bool = False  # the pipeline: a directory of runs, not one run
   recipe: str = "CBD"  # whose recipe tools/compare.py gives it (compare.RECIPES)
+  # TEXT_HEAD_*: its head from the --backbone preset's text (config_checks: a keras_hub
+  # preset and the cosine head); "": never.
+  text_head: str = ""
 
   @property
   def own_epochs(self) -> bool:
@@ -68,7 +75,7 @@ _FITTED_HEAD = ("backbone_from", "decoupled_batchnorm", "decoupled_epochs",
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("teacher", "a classifier, instance sampling (CBD stage one; the loss baselines)",
           "cbd_tf.stages.teacher", default_sampling="instance",
-          settings=("loss", "init_from"), backbone_source=True),
+          settings=("loss", "init_from"), backbone_source=True, text_head=TEXT_HEAD_ON_INIT),
     Stage("student", "a CBD student distilled from --teachers, class-balanced sampling",
           "cbd_tf.stages.student", needs=NEEDS_TEACHERS,
           settings=("teachers", "init_from"), run_files=(run_dir.PRESET_TEACHERS,),
@@ -79,7 +86,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
                     "teacher_sampling"),
           run_files=(run_dir.TEACHERS, run_dir.STUDENT, run_dir.COMPARISON,
                      run_dir.COMPARISON_TEXT),
-          runs_other_stages=True),
+          runs_other_stages=True, text_head=TEXT_HEAD_ON_INIT),  # its teachers'
     Stage("crt", "classifier re-training on --backbone_from's frozen backbone (Kang et al.)",
           "cbd_tf.stages.crt", default_epochs=10, settings=_FITTED_HEAD,
           run_files=_BEST_EPOCH, **_DECOUPLED),
@@ -93,6 +100,9 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           "cbd_tf.stages.ncm", trains=False,
           settings=("backbone_from", "ncm_features", "ncm_distance"), evaluation_head="ncm",
           **_DECOUPLED),
+    Stage("zero_shot", "a CLIP / SigLIP preset's zero-shot classifier: the text embeddings "
+          "of --class_prompt for each class, not trained", "cbd_tf.stages.zero_shot",
+          trains=False, recipe="CLIP", text_head=TEXT_HEAD_ALWAYS),
 )}
 
 

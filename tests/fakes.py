@@ -176,19 +176,58 @@ def fake_run(directory, stage="teacher", num_classes=10, image_size=28):
 # ImageNet's mean and standard deviation, as KerasHub's ResNet converters hold them.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 PRESET_FAMILIES = ("resnet", "dinov2", "clip", "vit", "siglip")
+# Words the CLIP and SigLIP presets' tokenizers know whole (write_image_folder's classes):
+# any other text goes to CLIP character by character, to SigLIP as <unk>.
+PRESET_WORDS = ("a", "photo", "of", "the", "cat", "dog", "eel")
+
+
+def clip_tokenizer():
+  """A CLIP byte-pair tokenizer of printable ASCII and merges spelling PRESET_WORDS: KerasHub
+  0.32 wants every merge's parts and result in the vocabulary."""
+  import keras_hub  # pylint: disable=import-outside-toplevel
+  characters = [chr(code) for code in range(ord("!"), ord("~") + 1)]
+  merges, merged = [], []
+  for word in PRESET_WORDS:
+    done = word[0]
+    for index, character in enumerate(word[1:], start=2):
+      piece = character + ("</w>" if index == len(word) else "")
+      merges.append(f"{done} {piece}")
+      done += piece
+      merged.append(done)
+  tokens = characters + [c + "</w>" for c in characters] + merged + [
+      "<|startoftext|>", "<|endoftext|>"]
+  vocabulary = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+  return keras_hub.models.CLIPTokenizer(vocabulary=vocabulary, merges=merges,
+                                        pad_with_end_token=True)
+
+
+def siglip_tokenizer():
+  """A SigLIP SentencePiece tokenizer whose words are PRESET_WORDS (trained here)."""
+  import io  # pylint: disable=import-outside-toplevel
+  import keras_hub  # pylint: disable=import-outside-toplevel
+  import sentencepiece  # pylint: disable=import-outside-toplevel
+  proto = io.BytesIO()
+  sentencepiece.SentencePieceTrainer.train(
+      sentence_iterator=iter([" ".join(PRESET_WORDS)] * 3), model_writer=proto,
+      vocab_size=len(PRESET_WORDS) + 4, hard_vocab_limit=False, model_type="WORD", pad_id=0,
+      bos_id=1, eos_id=2, unk_id=3, unk_piece="<unk>", pad_piece="<pad>", bos_piece="<s>",
+      eos_piece="</s>", minloglevel=2)
+  return keras_hub.models.SigLIPTokenizer(proto=proto.getvalue())
 
 
 def write_keras_hub_preset(directory, family: str, image_size: int = 16, seed: int = 0) -> str:
   """A small KerasHub preset with random weights, written by save_to_preset as a real one
   is: a ResNet with an ImageNet-style converter, a DINOv2 (ViT-type, class token first) or
-  a CLIP (image and text encoders), a ViT or a SigLIP (image and text encoders). Returns the
-  directory."""
+  a CLIP (image and text encoders), a ViT or a SigLIP (image and text encoders). CLIP and
+  SigLIP also get a tokenizer and preprocessor (PRESET_WORDS), so their text side works as a
+  real preset's. Returns the directory."""
   import keras  # pylint: disable=import-outside-toplevel
   import keras_hub  # pylint: disable=import-outside-toplevel
   keras.utils.set_random_seed(seed)
   size = (image_size, image_size)
   imagenet = {"scale": [1 / (255 * s) for s in IMAGENET_STD],
               "offset": [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]}
+  preprocessor = None
   if family == "resnet":
     # KerasHub's ResNets need 64 filters in the stem and the first stage.
     backbone = keras_hub.models.ResNetBackbone(
@@ -205,12 +244,14 @@ def write_keras_hub_preset(directory, family: str, image_size: int = 16, seed: i
     vision = keras_hub.models.CLIPVisionEncoder(
         patch_size=4, hidden_dim=16, num_layers=1, num_heads=2, intermediate_dim=32,
         image_shape=(*size, 3))
+    tokenizer = clip_tokenizer()
     text = keras_hub.models.CLIPTextEncoder(
-        vocabulary_size=50, embedding_dim=16, hidden_dim=16, num_layers=1, num_heads=2,
-        intermediate_dim=32)
+        vocabulary_size=tokenizer.vocabulary_size(), embedding_dim=16, hidden_dim=16,
+        num_layers=1, num_heads=2, intermediate_dim=32)
     backbone = keras_hub.models.CLIPBackbone(vision, text, projection_dim=12)
     converter = keras_hub.layers.CLIPImageConverter(
         image_size=size, scale=1 / 127.5, offset=-1.0)
+    preprocessor = keras_hub.models.CLIPPreprocessor(tokenizer, converter)
   elif family == "vit":
     backbone = keras_hub.models.ViTBackbone(
         image_shape=(*size, 3), patch_size=4, num_layers=2, num_heads=2, hidden_dim=16,
@@ -225,10 +266,18 @@ def write_keras_hub_preset(directory, family: str, image_size: int = 16, seed: i
         vocabulary_size=50, embedding_dim=16, hidden_dim=16, num_layers=1, num_heads=2,
         intermediate_dim=32, max_sequence_length=8)
     backbone = keras_hub.models.SigLIPBackbone(vision, text)
+    # Not KerasHub's initial 1 and 0, so a test can tell the scale and the bias apart.
+    backbone.siglip_head.logit_scale.assign(np.log(10.0))
+    backbone.siglip_head.logit_bias.assign(-3.0)
     converter = keras_hub.layers.SigLIPImageConverter(image_size=size, scale=1 / 127.5,
                                                       offset=-1.0)
+    # SigLIP pools the last position: prompts padded to the text encoder's full length.
+    preprocessor = keras_hub.models.SigLIPPreprocessor(siglip_tokenizer(), converter,
+                                                       sequence_length=8)
   else:
     raise ValueError(f"unknown preset family {family!r}; valid: {', '.join(PRESET_FAMILIES)}")
   backbone.save_to_preset(str(directory))
   converter.save_to_preset(str(directory))
+  if preprocessor is not None:
+    preprocessor.save_to_preset(str(directory))
   return str(directory)

@@ -218,7 +218,7 @@ def test_config_and_flags_import_no_tensorflow():
           "assert sorted(cbd_tf.__all__) == ['CBDDistiller', 'Classifier', 'KerasHubBackbone', "
           "'PresetTeacher', 'cbd_loss', 'evaluation_dataset', 'feature_distillation_loss', "
           "'from_arrays', 'from_files', 'load_data', 'load_model', 'load_teachers', "
-          "'training_dataset']")
+          "'training_dataset', 'zero_shot_classifier']")
   result = subprocess.run([sys.executable, "-c", code], cwd=helpers.ROOT, capture_output=True,
                           text=True, timeout=60, check=False)
   assert result.returncode == 0, result.stderr[-2000:]

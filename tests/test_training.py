@@ -61,7 +61,7 @@ def test_every_stage_module_builds_or_runs_what_its_entry_declares():
     module = stages.stage_module(name)
     assert callable(getattr(module, "run" if entry.runs_other_stages else "build")), name
   assert [name for name, entry in stage_registry.STAGES.items() if not entry.trains] == [
-      "tau_norm", "ncm"]
+      "tau_norm", "ncm", "zero_shot"]
   assert config_lib.STAGES == tuple(stage_registry.STAGES)
 
 
@@ -71,7 +71,7 @@ def test_config_takes_a_stage_defaults_from_its_entry():
   assert sampling_by_stage == {"teacher": "instance", "student": "class_balanced",
                                "pipeline": "class_balanced", "crt": "class_balanced",
                                "lws": "class_balanced", "tau_norm": "class_balanced",
-                               "ncm": "class_balanced"}
+                               "ncm": "class_balanced", "zero_shot": "class_balanced"}
   epochs = {name: config_lib.Config(stage=name).epochs for name in ("teacher", "crt", "lws")}
   assert epochs == {"teacher": config_lib.OptimizerConfig().epochs, "crt": 10, "lws": 5}
   assert config_lib.Config(stage="crt").replace(long_tail={"decoupled_epochs": 3}).epochs == 3

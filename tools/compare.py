@@ -10,9 +10,11 @@ batches, as classifier-balancing) / tau-norm / NCM / post-hoc logit adjustment (
 re-evaluated, not retrained); the loss baselines train linear heads too, except LDAM-DRW
 (cosine, s = 30, step schedule). CBD's teacher `ce` and its second teacher `ce_2` (seed
 S + 1000) are cosine, as the official code; class-balanced sampling alone is CBD's own
-ablation (cosine, no teachers). Runs whose results exist are not retrained, so an
-interrupted comparison resumes. Every run is an ordinary `python -m cbd_tf.train`
-command; the table is rewritten after each seed, so a partial comparison is readable.
+ablation (cosine, no teachers). The zero-shot row is CLIP's classifier from text on a
+keras_hub CLIP or SigLIP --backbone (nothing trained; left out, "-", on any other backbone).
+Runs whose results exist are not retrained, so an interrupted comparison resumes. Every run
+is an ordinary `python -m cbd_tf.train` command; the table is rewritten after each seed, so
+a partial comparison is readable.
 
 tau-norm picks tau on a validation split, never the test split: the stage sweeps the data
 set's own (mnist_pairs_lt, ImageNet-LT, ...); for mnist_lt, which has none, tau is chosen
@@ -55,6 +57,7 @@ class Run:
   needs: tuple[str, ...] = ()
   posthoc_from: str = ""
   recipe: str = "CBD"  # RECIPES
+  text: bool = False  # its classifier is a preset's text embeddings: a CLIP / SigLIP preset only
 
 
 # The recipes the rows run: each baseline its authors' learning rate at their batch, weight
@@ -80,6 +83,8 @@ RECIPES: dict[str, Callable[[dict], list[str]]] = {
     # cbd_tf schedule: cosine, the flagfile's warm-up.
     "Menon et al.": lambda options: [
         "--batch_size=128", "--learning_rate=0.2", "--weight_decay=4e-4"],
+    # CLIP's zero-shot classifier trains nothing: the preset's logit scale and text embeddings.
+    "CLIP": lambda options: [],
 }
 
 
@@ -98,7 +103,8 @@ def _stage(stage: str, *extra: str, recipe: str = "", on: tuple[str, ...] = ()) 
     own_epochs = ([f"--decoupled_epochs={epochs}"] if epochs else []) + ["--steps_per_epoch=0"]
     return [f"--stage={stage}", f"--seed={seed}", *needed, *RECIPES[recipe](options),
             *(own_epochs if entry.own_epochs else []), *extra]
-  return Run(flags, needs=on, recipe=recipe)
+  return Run(flags, needs=on, recipe=recipe,
+             text=entry.text_head == stage_registry.TEXT_HEAD_ALWAYS)
 
 
 # Baselines their authors define on a linear layer with bias (classifier-balancing's
@@ -145,6 +151,8 @@ RUNS: dict[str, Run] = {
     "ldam_drw": _teacher("LDAM-DRW / Cui et al.", "--loss=ldam"),
     "cbd": _stage("student", on=("ce",)),
     "cbd_ens": _stage("student", on=("ce", "ce_2")),
+    # Nothing trains: a teacher's --loss from the flagfile (LIFT's) does not apply.
+    "zero_shot": _stage("zero_shot", "--loss=ce"),
 }
 
 # Method name in the table -> the run whose metrics it reports; the head each row uses.
@@ -166,6 +174,7 @@ METHODS = {
     "LDAM-DRW": "ldam_drw",
     "CBD": "cbd",
     "CBD_ENS": "cbd_ens",
+    "zero-shot (CLIP / SigLIP text head)": "zero_shot",
 }
 
 
@@ -373,6 +382,8 @@ def main() -> None:
       return next((line.split("=", 1)[1].strip() for line in f
                    if line.startswith(f"--{name}=")), default)
   dataset = flagfile_value("dataset", "data")
+  backbone = next((flag.split("=", 1)[1] for flag in reversed(overrides)
+                   if flag.startswith("--backbone=")), flagfile_value("backbone", "resnet50"))
   options = {"flagfile": args.flagfile, "overrides": overrides,
              "decoupled_epochs": args.decoupled_epochs, "fixed_tau": args.tau, "tau": {},
              "sweeps": {}, "dataset": dataset,
@@ -388,6 +399,10 @@ def main() -> None:
     seed_dir = os.path.join(workdir, f"seed_{seed}")
     print(f"seed {seed}", flush=True)
     for method in methods:
+      if RUNS[METHODS[method]].text and not backbone.startswith("keras_hub:"):
+        print(f"  {method}: left out, --backbone={backbone} is not a keras_hub CLIP or SigLIP "
+              "preset", flush=True)
+        continue
       rows[method].append(ensure_run(METHODS[method], seed_dir, seed, options))
     table = write_outputs(workdir, rows, seeds[:done + 1], options)
   print(f"\n{table}\n\nwritten: {os.path.join(workdir, 'compare.md')}, compare.json, compare.png")

@@ -20,6 +20,8 @@ def check(config: config_lib.Config, source: sources.Source) -> None:
   ones are checked when the student starts."""
   teachers.check_teachers(config.distill.teachers, source.num_classes, config.data.image_size,
                           student_dir=run_dir.student_dir(config.workdir))
+  if config.model.head_init == "text":
+    pretrained.check_text_head(config, source)
 
 
 def teacher_config(config: config_lib.Config, spec: str) -> config_lib.Config:
