@@ -245,3 +245,12 @@ def test_help_lists_cbd_tf_flags_by_section():
   assert text.index("\ndata:\n") < text.index("--dataset") < text.index("\nmodel:\n")
   evaluate = flags.help_text("", {"workdir", "saved_model"})
   assert "--workdir" in evaluate and "--saved_model" in evaluate and "--epochs" not in evaluate
+
+
+def test_freeze_backbone_is_backbone_tuning_frozen():
+  assert helpers.config_from_argv("--workdir=/w", "--freeze_backbone").model.backbone_tuning == (
+      "frozen")
+  assert helpers.config_from_argv("--workdir=/w").model.backbone_tuning == "full"
+  with pytest.raises(ValueError, match="--freeze_backbone means --backbone_tuning=frozen, and "
+                                       "--backbone_tuning=bias was given too"):
+    helpers.config_from_argv("--workdir=/w", "--freeze_backbone", "--backbone_tuning=bias")
