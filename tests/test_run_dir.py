@@ -220,8 +220,9 @@ def test_no_import_cycle_in_the_package():
 def test_evaluate_and_export_refuse_training_flags(tmp_path):
   assert _run_cli("evaluate", f"--workdir={tmp_path}", "--epochs=5") == (
       "cbd_tf.evaluate: error: --epochs is not a flag of evaluate, which takes --saved_model, "
-      "--workdir")
+      "--test_time_crops, --workdir")
   assert _run_cli("export", f"--workdir={tmp_path}", f"--export_dir={tmp_path}/e",
                   "--learning_rate=0.3").startswith(
       "cbd_tf.export: error: --learning_rate is not a flag of export, which takes "
-      "--export_dir, --max_image_pixels, --max_request_images, --posthoc_tau, --top_k, --workdir")
+      "--export_dir, --max_image_pixels, --max_request_images, --posthoc_tau, "
+      "--test_time_crops, --top_k, --workdir")
