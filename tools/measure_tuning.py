@@ -10,6 +10,11 @@ Each run is `python -m cbd_tf.train --flagfile=configs/mnist_pairs.flags --stage
 --backbone=keras_hub:PRESET --init_from=PRETRAIN_RUN --backbone_tuning=T --loss=L --seed=S`
 (40 epochs of the mnist_pairs recipe unless --epochs); finished runs are reused.
 
+--clip trains a small CLIP on the bundled digits (tools/train_tiny_clip.py) unless it exists,
+then measures its zero-shot classifier on mnist_pairs_lt (--stage=zero_shot) and AdaptFormer
+runs from it whose cosine head starts from the class prompts' text (--head_init=text)
+against a random head, over the seeds.
+
 --distill then trains, per seed, CBD ResNet-8 students (class-balanced, the mnist_pairs
 recipe) from the best tuned teacher (highest mean top-1) and from a ResNet-8 teacher trained
 from scratch, and prints their table too.
@@ -77,6 +82,8 @@ def main(argv=None) -> None:
   parser.add_argument("--losses", default=",".join(LOSSES))
   parser.add_argument("--epochs", type=int, default=0, help="0: the flagfiles' own")
   parser.add_argument("--distill", action="store_true")
+  parser.add_argument("--clip", action="store_true")
+  parser.add_argument("--clip_epochs", type=int, default=20)
   parser.add_argument("--tiny", action="store_true")
   args = parser.parse_args(argv)
   seeds = [int(seed) for seed in args.seeds.split(",")]
@@ -85,6 +92,9 @@ def main(argv=None) -> None:
   if args.tiny:
     seeds, tunings, losses = [0], ["full", "adaptformer"], ["ce"]
     extra = ["--epochs=1", "--steps_per_epoch=2", "--eval_every_epochs=0", "--warmup_epochs=0"]
+  if args.clip:
+    clip(args.workdir, seeds, extra, 1 if args.tiny else args.clip_epochs, args.tiny)
+    return
   preset = write_preset(os.path.abspath(os.path.join(args.workdir, "vit_preset")), 24)
   pretrain = os.path.join(args.workdir, "pretrain")
   start = time.time()
@@ -139,6 +149,38 @@ def distill(workdir: str, best: str, seeds: list[int], extra: list[str]) -> None
     few = 100 * np.array([r["few"] for r in results])
     print(f"| {name} | {top1.mean():.1f} ± {top1.std():.1f} | {few.mean():.1f} ± "
           f"{few.std():.1f} |", flush=True)
+
+
+def clip(workdir: str, seeds: list[int], extra: list[str], epochs: int, tiny: bool) -> None:
+  """Zero-shot, and text against random heads, from a small CLIP trained here."""
+  preset = os.path.abspath(os.path.join(workdir, "tiny_clip"))
+  if not os.path.exists(os.path.join(preset, "class_names.txt")):
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "train_tiny_clip.py"),
+                    f"--out_dir={preset}", f"--epochs={epochs}", *(["--tiny"] if tiny else [])],
+                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+  common = ("--flagfile=configs/mnist_pairs.flags", f"--backbone=keras_hub:{preset}",
+            "--image_size=32", f"--class_names_file={preset}/class_names.txt",
+            "--class_prompt=a photo of {}.")
+  zero_shot = os.path.join(workdir, "clip_zero_shot")
+  train(zero_shot, *common, "--stage=zero_shot")
+  rows = {"zero-shot (no training)": [read_json(zero_shot + "/metrics.json")]}
+  for head_init in ("text", "random"):
+    name = f"AdaptFormer, LA loss, {head_init} head"
+    rows[name] = []
+    for seed in seeds:
+      run = os.path.join(workdir, f"clip_adaptformer_{head_init}_{seed}")
+      train(run, *common, "--stage=teacher", "--backbone_tuning=adaptformer",
+            "--loss=logit_adjusted", "--cosine_scale=25", f"--head_init={head_init}",
+            f"--seed={seed}", *extra)
+      rows[name].append(read_json(run + "/metrics.json"))
+  print("| run | top-1 | many | medium | few |")
+  print("|---|---:|---:|---:|---:|")
+  for name, results in rows.items():
+    cells = []
+    for group in ("top1", "many", "medium", "few"):
+      values = 100 * np.array([r[group] for r in results])
+      cells.append(f"{values.mean():.1f} ± {values.std():.1f}")
+    print(f"| {name} | {' | '.join(cells)} |", flush=True)
 
 
 if __name__ == "__main__":
