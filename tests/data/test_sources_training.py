@@ -94,8 +94,8 @@ def test_periodic_evaluation_uses_validation_split_and_test_is_evaluated_once(tm
                    fakes.image_bytes("png"))
   evaluated_sizes = []
   build_eval_dataset = pipeline.build_eval_dataset
-  monkeypatch.setattr(pipeline, "build_eval_dataset", lambda split, data: (
-      evaluated_sizes.append(len(split)), build_eval_dataset(split, data))[1])
+  monkeypatch.setattr(pipeline, "build_eval_dataset", lambda split, data, *crops: (
+      evaluated_sizes.append(len(split)), build_eval_dataset(split, data, *crops))[1])
   config = smoke_config(tmp_path, dataset="image_folder", data_dir=root).replace(
       stage="teacher", output={"eval_every_epochs": 1})
   result = training.run(config)
