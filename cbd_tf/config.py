@@ -16,7 +16,7 @@ import json
 import os
 from typing import Any
 
-from cbd_tf import stage_registry
+from cbd_tf import config_migrations, stage_registry
 from cbd_tf.choices import (  # pylint: disable=unused-import  (re-exported)
     ADAPTER_TUNINGS, AUGMENTATION_ALIASES, AUGMENTATIONS, BACKBONE_TUNINGS,
     DEFAULT_WARMUP_EPOCHS, HEAD_INITS, HEADS, IMAGENET_PROMPT_ENSEMBLE, MIXED_PRECISION,
@@ -361,7 +361,7 @@ class Config:
         "long_tail": LongTailConfig,
     }
     kwargs = dict(values)
-    kwargs = _moved_settings(kwargs)
+    kwargs = config_migrations.upgrade(kwargs)
     for name, section_cls in sections.items():
       if name in kwargs:
         section = dict(kwargs[name])
@@ -390,21 +390,3 @@ class Config:
         raise ValueError(f"{path} is damaged: not JSON ({error})") from None
     return cls.from_dict(values)
 
-
-# Settings that moved between sections: (old section, new section, name). A config.json
-# written before the move still loads.
-_MOVED = (("output", "data", "max_image_pixels"),)
-
-
-def _moved_settings(values: dict[str, Any]) -> dict[str, Any]:
-  for old, new, name in _MOVED:
-    if name in values.get(old, {}):
-      old_section = dict(values[old])
-      values[new] = {name: old_section.pop(name), **values.get(new, {})}
-      values[old] = old_section
-  # model.freeze_backbone became model.backbone_tuning.
-  if "freeze_backbone" in values.get("model", {}):
-    model = dict(values["model"])
-    model.setdefault("backbone_tuning", "frozen" if model.pop("freeze_backbone") else "full")
-    values["model"] = model
-  return values

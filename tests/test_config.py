@@ -59,3 +59,11 @@ def test_config_json_from_before_max_image_pixels_moved_to_data_still_loads():
   values["output"]["max_image_pixels"] = 1234
   config = config_lib.Config.from_dict(values)
   assert config.data.max_image_pixels == 1234 and not hasattr(config.output, "max_image_pixels")
+
+
+def test_config_json_with_freeze_backbone_loads_as_backbone_tuning():
+  for frozen, tuning in ((True, "frozen"), (False, "full")):
+    values = config_lib.Config(workdir="w").to_dict()
+    del values["model"]["backbone_tuning"]
+    values["model"]["freeze_backbone"] = frozen
+    assert config_lib.Config.from_dict(values).model.backbone_tuning == tuning
