@@ -19,6 +19,17 @@ from tools import malformed_images
 CORPUS = malformed_images.corpus()
 
 
+@pytest.fixture(name="info_logs")
+def absl_info_logs(caplog):
+  """caplog with absl's INFO lines: another test's CLI run may have left absl at WARNING."""
+  from absl import logging  # pylint: disable=import-outside-toplevel
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.INFO)
+  with caplog.at_level("INFO"):
+    yield caplog
+  logging.set_verbosity(verbosity)
+
+
 def refusal(contents: bytes, max_pixels=config_lib.DataConfig.max_image_pixels):
   """None when `contents` decodes, else the first line of the InvalidArgument it raises."""
   try:
@@ -99,7 +110,7 @@ def test_jpeg_training_crop_checks_the_limit_before_decoding():
     augment.crop_resize_flip(tf.constant(image_bytes("jpeg", size=(20, 12))), seeds, data)
 
 
-def test_image_check_skips_and_lists_files_over_the_limit_and_the_corpus(tmp_path, caplog):
+def test_image_check_skips_and_lists_files_over_the_limit_and_the_corpus(tmp_path, info_logs):
   root = write_image_folder(tmp_path / "images", per_class=(4, 3), classes=("a", "b"))
   write_file(os.path.join(root, "train", "a", "large.png"), image_bytes("png", size=(30, 30)))
   refused = sorted(name for name, (_, expected) in CORPUS.items() if expected == "refuse")
@@ -109,15 +120,15 @@ def test_image_check_skips_and_lists_files_over_the_limit_and_the_corpus(tmp_pat
              malformed_images.animated_gif(20, 50))
   data = config_lib.DataConfig(dataset="image_folder", data_dir=root, image_size=8,
                                max_image_pixels=600, cache_dir=str(tmp_path / "cache"))
-  with caplog.at_level("INFO"):
-    source = sources.load_source(data)
+  source = sources.load_source(data)
   skipped = {line.split("\t")[1].rsplit(os.sep, 1)[1]: line.split("\t")[2]
              for line in source.skipped_files}
   assert set(skipped) == {"large.png", *(f"{name}.bin" for name in refused)}
   assert skipped["large.png"] == ("image of 30 x 30 pixels is over the limit of 600 pixels "
                                   "(--max_image_pixels)")
   assert list(source.train_counts) == [4, 4]  # the animated GIF kept: its first frame
-  progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("checked ")]
+  progress = [r.getMessage() for r in info_logs.records
+              if r.getMessage().startswith("checked ")]
   assert f"checked {len(refused) + 9} of {len(refused) + 9} train image files (100%)" in (
       progress[0]) and progress[0].endswith(f", {len(refused) + 1} skipped")
   # Another limit is another check: the large file comes back.
@@ -125,11 +136,10 @@ def test_image_check_skips_and_lists_files_over_the_limit_and_the_corpus(tmp_pat
   assert list(again.train_counts) == [5, 4]
 
 
-def test_check_progress_reports_rate_and_time_left(caplog):
+def test_check_progress_reports_rate_and_time_left(info_logs):
   progress = source_cache._CheckProgress(1000, "train", seconds=0.0)  # pylint: disable=protected-access
-  with caplog.at_level("INFO"):
-    progress.update(250, 240)
-  message = caplog.records[-1].getMessage()
+  progress.update(250, 240)
+  message = info_logs.records[-1].getMessage()
   assert message.startswith("checked 250 of 1,000 train image files (25%), ")
   assert " files/s, " in message and " left, 10 skipped" in message
 
