@@ -37,6 +37,14 @@ def tiny_batch(batch_size=8, image_size=8, num_classes=4, seed=0):
   return images, (np.arange(batch_size) % num_classes).astype(np.int64)
 
 
+def run_tool(name, *args):
+  """Runs tools/NAME (a file path, as its docstring shows) from the project root."""
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+  return subprocess.run([sys.executable, os.path.join(ROOT, "tools", name), *args],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+                        check=False)
+
+
 def run_script(name, *args, timeout=600, env=None):
   """Runs tests/scripts/NAME.py in a fresh process; returns the JSON object it printed last."""
   result = run_module(f"tests.scripts.{name}", *args, timeout=timeout, env=env)

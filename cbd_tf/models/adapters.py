@@ -37,7 +37,7 @@ import keras
 from keras import ops
 
 
-from cbd_tf.config import ADAPTER_TUNINGS, BACKBONE_TUNINGS as TUNINGS
+from cbd_tf.config import BACKBONE_TUNINGS as TUNINGS
 
 
 def _clip_halves(block, x, training):

@@ -1,22 +1,11 @@
 """The benchmarks run in their tiny modes, so they cannot rot."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from tests import helpers
 
 # Each benchmark starts TensorFlow in its own process and measures for seconds.
 pytestmark = pytest.mark.slow
-
-
-def run_tool(name, *args):
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-  return subprocess.run([sys.executable, os.path.join(helpers.ROOT, "tools", name), *args],
-                        cwd=helpers.ROOT, env=env, capture_output=True, text=True,
-                        timeout=600, check=False)
 
 
 def table_rows(stdout):
@@ -26,7 +15,7 @@ def table_rows(stdout):
 
 
 def test_bench_sampling_tiny_prints_a_row_per_method():
-  result = run_tool("bench_sampling.py", "--tiny", "--seconds", "0.2")
+  result = helpers.run_tool("bench_sampling.py", "--tiny", "--seconds", "0.2")
   assert result.returncode == 0, result.stderr[-3000:]
   rows = table_rows(result.stdout)
   assert [row.split("|")[1].strip() for row in rows] == [
@@ -37,7 +26,7 @@ def test_bench_sampling_tiny_prints_a_row_per_method():
 
 
 def test_bench_train_step_tiny_prints_ratios():
-  result = run_tool("bench_train_step.py", "--tiny", "--teachers", "1")
+  result = helpers.run_tool("bench_train_step.py", "--tiny", "--teachers", "1")
   assert result.returncode == 0, result.stderr[-3000:]
   rows = table_rows(result.stdout)
   names = [row.split("|")[1].strip() for row in rows]
@@ -48,7 +37,7 @@ def test_bench_train_step_tiny_prints_ratios():
 
 
 def test_bench_prepare_tiny_prints_the_one_time_work():
-  result = run_tool("bench_prepare.py", "--tiny")
+  result = helpers.run_tool("bench_prepare.py", "--tiny")
   assert result.returncode == 0, result.stderr[-3000:]
   rows = {row.split("|")[1].strip(): row.split("|")[2:6] for row in table_rows(result.stdout)}
   assert list(rows) == ["image check, first run (JPEG 250-500 px)",
@@ -75,7 +64,7 @@ def test_bench_input_tiny_prints_a_ratio_per_pipeline():
 
 
 def test_bench_serving_limits_tiny_refuses_the_bomb_under_the_limit_only():
-  result = run_tool("bench_serving_limits.py", "--tiny")
+  result = helpers.run_tool("bench_serving_limits.py", "--tiny")
   assert result.returncode == 0, result.stderr[-3000:]
   rows = [row.split("|") for row in table_rows(result.stdout) if not row.startswith("| export")]
   assert [(row[1].strip(), row[3].strip().split(":")[0]) for row in rows] == [
@@ -87,7 +76,7 @@ def test_bench_serving_limits_tiny_refuses_the_bomb_under_the_limit_only():
 
 
 def test_measure_tuning_tiny_prints_tunings_and_students(tmp_path):
-  result = run_tool("measure_tuning.py", "--tiny", "--distill", f"--workdir={tmp_path}")
+  result = helpers.run_tool("measure_tuning.py", "--tiny", "--distill", f"--workdir={tmp_path}")
   assert result.returncode == 0, result.stderr[-3000:]
   rows = [row.split("|") for row in table_rows(result.stdout)
           if not row.startswith(("| tuning", "| run"))]

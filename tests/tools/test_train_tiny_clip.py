@@ -3,8 +3,6 @@ mnist_pairs_lt prompts word by word."""
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -14,17 +12,10 @@ from tests import helpers
 pytestmark = pytest.mark.slow
 
 
-def run_tool(name, *args):
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-  return subprocess.run([sys.executable, os.path.join(helpers.ROOT, "tools", name), *args],
-                        cwd=helpers.ROOT, env=env, capture_output=True, text=True,
-                        timeout=600, check=False)
-
-
 def test_tiny_clip_preset_reloads_with_its_prompts(tmp_path):
   import keras_hub  # pylint: disable=import-outside-toplevel
   out_dir = str(tmp_path / "clip")
-  result = run_tool("train_tiny_clip.py", f"--out_dir={out_dir}", "--tiny")
+  result = helpers.run_tool("train_tiny_clip.py", f"--out_dir={out_dir}", "--tiny")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "zero-shot top-1" in result.stdout
   backbone = keras_hub.models.CLIPBackbone.from_preset(out_dir)
