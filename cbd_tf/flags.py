@@ -61,6 +61,10 @@ flags.DEFINE_string("saved_model", None, "cbd_tf.evaluate: evaluate this SavedMo
 # Older names, kept for older flagfiles: flag -> (setting flag, value it means).
 ALIASES = {"freeze_backbone": ("backbone_tuning", "frozen")}
 flags.DEFINE_bool("freeze_backbone", False, "Same as --backbone_tuning=frozen.")
+# Renamed flags: old name -> new name. Given, the old name stops the command naming the new.
+RENAMED = {"output": "export_dir"}
+for _old, _new in RENAMED.items():
+  flags.DEFINE_string(_old, None, f"Renamed: --{_new}.")
 
 FLAGS = flags.FLAGS
 
@@ -100,6 +104,9 @@ def unexpected_flag_error(program: str, allowed: set[str]) -> str | None:
   """The one-line error of `program` (evaluate, export) if a cbd_tf flag it does not read was
   given on the command line or in a flagfile: it must not accept the flag and ignore it."""
   defined = FLAGS._flags().items()  # pylint: disable=protected-access
+  renamed = renamed_flag_error()
+  if renamed:
+    return f"cbd_tf.{program}: error: {renamed}"
   unexpected = sorted(name for name, flag in defined
                       if name == flag.name and flag.present and name not in allowed
                       and FLAGS.find_module_defining_flag(name) == __name__)
@@ -109,8 +116,19 @@ def unexpected_flag_error(program: str, allowed: set[str]) -> str | None:
           f"{', '.join('--' + name for name in sorted(allowed))}")
 
 
+def renamed_flag_error() -> str | None:
+  """"--old is now --new" for the first renamed flag given, else None."""
+  for old, new in RENAMED.items():
+    if FLAGS[old].present:
+      return f"--{old} is now --{new}"
+  return None
+
+
 def config_from_flags() -> config_lib.Config:
   """The Config the parsed flags describe (not yet validated)."""
+  renamed = renamed_flag_error()
+  if renamed:
+    raise ValueError(renamed)
   values = {section: {} for section in SECTIONS}
   for section, field, field_type in _flag_fields():
     value = FLAGS[field.metadata["flag"]].value

@@ -71,6 +71,7 @@ CLI_FLAGS = [
     ("ncm_distance", "string", "euclidean"),
     ("ncm_features", "string", "cl2n"),
     ("num_classes", "integer", 0),
+    ("output", "string", None),
     ("posthoc_tau", "string", "0"),
     ("profile_batches", "list", []),
     ("randaugment", "bool", False),

@@ -217,6 +217,13 @@ def test_no_import_cycle_in_the_package():
     visit(name)
 
 
+def test_a_renamed_flag_names_its_new_name(tmp_path):
+  assert _run_cli("export", f"--workdir={tmp_path}", f"--output={tmp_path}/e") == (
+      "cbd_tf.export: error: --output is now --export_dir")
+  assert _run_cli("train", f"--workdir={tmp_path}", f"--output={tmp_path}/e") == (
+      "cbd_tf.train: error: --output is now --export_dir")
+
+
 def test_evaluate_and_export_refuse_training_flags(tmp_path):
   assert _run_cli("evaluate", f"--workdir={tmp_path}", "--epochs=5") == (
       "cbd_tf.evaluate: error: --epochs is not a flag of evaluate, which takes --saved_model, "
