@@ -197,7 +197,8 @@ class OptimizerConfig:
       -1.0, "warmup_epochs",
       "Linear warmup epochs; negative: the schedule's own (cosine 0, step 5).")
   steps_per_epoch: int = setting(
-      0, "steps_per_epoch", "Steps per epoch; 0 means ceil(training images / batch_size).")
+      0, "steps_per_epoch",
+      "Steps per epoch; 0 means training images // batch_size (at least 1), as the official code.")
 
   @property
   def resolved_warmup_epochs(self) -> float:

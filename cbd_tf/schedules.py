@@ -87,6 +87,12 @@ def step_decay_epochs(epochs: int) -> list[int]:
   return [int(round(fraction * epochs)) for fraction, _ in STEP_DECAY]
 
 
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+  """The official train.py's epoch, `num_examples // batch_size` steps (the last partial
+  batch's images are left to later epochs' draws), at least 1."""
+  return max(1, num_examples // batch_size)
+
+
 def build_schedule(name: str, peak: float, epochs: int, steps_per_epoch: int,
                    warmup_epochs: float) -> keras.optimizers.schedules.LearningRateSchedule:
   """The `--lr_schedule` named `name` over `epochs` x `steps_per_epoch` steps."""

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import sys
@@ -138,7 +137,7 @@ def _fit(built: stages.Built, source: sources.Source,
   files that broke) and what the stage's callbacks chose on the validation split."""
   config, classifier = built.config, built.classifier
   steps_per_epoch = (config.optimizer.steps_per_epoch
-                     or math.ceil(len(source.train) / config.data.batch_size))
+                     or schedules.steps_per_epoch(len(source.train), config.data.batch_size))
   with strategy.scope():
     loss, loss_callbacks = None, []
     if built.compiles_loss:

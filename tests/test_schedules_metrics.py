@@ -22,10 +22,26 @@ def _official_learning_rate(step, base_learning_rate, steps_per_epoch, num_epoch
   return lr * warmup
 
 
+def _official_steps_per_epoch(num_examples, global_batch_size, num_epochs):
+  """train.py train_and_evaluate with num_train_steps = -1 (every config)."""
+  num_train_steps = num_examples // global_batch_size * num_epochs
+  return num_train_steps // num_epochs
+
+
+def test_an_epoch_is_the_official_number_of_steps():
+  # ImageNet-LT (115,846 images), iNaturalist 2018 (437,513), CIFAR-100-LT (10,847).
+  for num_examples in (115_846, 437_513, 10_847, 256):
+    assert schedules.steps_per_epoch(num_examples, 128) == _official_steps_per_epoch(
+        num_examples, 128, 90), num_examples
+  # Fewer images than a batch: the official loop would divide by 0 steps; one here.
+  assert schedules.steps_per_epoch(100, 128) == 1
+
+
 @pytest.mark.parametrize("warmup_epochs", [0, 5])
 def test_cosine_is_the_official_learning_rate_at_each_update(warmup_epochs):
-  # ImageNet-LT: 115,846 // 128 = 905 steps an epoch, 90 epochs, 0.1 per 256 at batch 128.
-  steps_per_epoch, epochs, base = 905, 90, 0.1 * 128 / 256
+  # ImageNet-LT: 115,846 images, 90 epochs, 0.1 per 256 at batch 128.
+  steps_per_epoch, epochs, base = schedules.steps_per_epoch(115_846, 128), 90, 0.1 * 128 / 256
+  assert steps_per_epoch == _official_steps_per_epoch(115_846, 128, epochs)
   schedule = schedules.build_schedule("cosine", base, epochs, steps_per_epoch, warmup_epochs)
   total = epochs * steps_per_epoch
   # Updates made before: the first, the warm-up's last and first after, the middle, the last.

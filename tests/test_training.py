@@ -161,7 +161,10 @@ def test_a_stage_callbacks_join_fit_and_their_choice_is_saved(source, tmp_path, 
   def stage_callbacks(built, source, log_dir, save_dir):
     return [counter] + crt.callbacks(built, source, log_dir, save_dir)
   monkeypatch.setattr(teacher, "callbacks", stage_callbacks, raising=False)
-  config = _config(tmp_path / "teacher", optimizer={"epochs": 2, "steps_per_epoch": 1})
+  # steps_per_epoch 0: 23 images // batch 16 = 1 step an epoch, as the official train.py
+  # (ceil would run 2).
+  config = _config(tmp_path / "teacher", optimizer={"epochs": 2, "steps_per_epoch": 0},
+                   data={"batch_size": 16})
   result = training.train_stage(config, source)
   assert counter.batches == 2
   selection = run_files.read_json(os.path.join(config.workdir, run_dir.SELECTION))
