@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cbd_tf import optimizers
+from cbd_tf import optimizers, training
 from cbd_tf.distiller import CBDDistiller
 from cbd_tf.models.classifier import Classifier
 from tests import helpers
@@ -118,6 +118,36 @@ def test_official_momentum_is_sonnets_update_under_a_changing_rate():
   assert not np.allclose(run(optimizers.build_sgd(0.5, 0.9, "keras")), expected, rtol=1e-3)
   with pytest.raises(ValueError, match="unknown momentum_update 'nesterov'; valid: keras, official"):
     optimizers.build_sgd(0.5, 0.9, "nesterov")
+
+
+@pytest.mark.parametrize("name", ["imagenet_lt", "imagenet_lt_cbd", "inaturalist2017",
+                                  "inaturalist2018"])
+def test_paper_configs_train_with_the_official_momentum_and_stream(name, monkeypatch, tmp_path):
+  monkeypatch.chdir(helpers.ROOT)  # nested --flagfile paths resolve from here
+  config = helpers.config_from_argv(f"--flagfile=configs/{name}.flags", f"--workdir={tmp_path}")
+  # The student reads the reference's over/under-sampled stream (input_pipeline.py),
+  # the teachers every image once an epoch (its "uniform").
+  assert (config.data.sampling_method, config.distill.teacher_sampling) == (
+      "resample", "instance")
+  # The optimiser a run builds from the config, over the schedule's last updates (one step
+  # an epoch), where the rate changes fastest.
+  gradients = np.random.default_rng(1).normal(size=(4, 3, 2)).astype(np.float32)
+
+  def last_steps(run_config):
+    optimizer = training._build_optimizer(run_config, steps_per_epoch=1)  # pylint: disable=protected-access
+    variable = keras.Variable(np.zeros((3, 2), np.float32))
+    optimizer.build([variable])
+    optimizer.iterations.assign(config.optimizer.epochs - len(gradients))
+    rates = []
+    for gradient in gradients:
+      rates.append(float(optimizer.learning_rate))
+      optimizer.apply([tf.constant(gradient)], [variable])
+    return variable.numpy(), rates
+  moved, rates = last_steps(config)
+  expected = sonnet_momentum_steps(np.zeros((3, 2)), gradients, rates, config.optimizer.momentum)
+  np.testing.assert_allclose(moved, expected, rtol=1e-5)
+  keras_form, _ = last_steps(config.replace(optimizer={"momentum_update": "keras"}))
+  assert not np.allclose(keras_form, expected, rtol=1e-3)
 
 
 @pytest.mark.slow
