@@ -14,7 +14,6 @@ _PUBLIC = {
     "Classifier": "cbd_tf.models.classifier",
     "KerasHubBackbone": "cbd_tf.models.keras_hub_backbone",
     "PresetTeacher": "cbd_tf.teachers",
-    "cbd_loss": "cbd_tf.losses",
     "feature_distillation_loss": "cbd_tf.losses",
     "load_model": "cbd_tf.models.classifier",
     "load_teachers": "cbd_tf.teachers",
@@ -28,7 +27,7 @@ _PUBLIC = {
     "zero_shot_classifier": "cbd_tf.models.text_classifier",
 }
 
-__all__ = ["CBDDistiller", "Classifier", "KerasHubBackbone", "PresetTeacher", "cbd_loss",
+__all__ = ["CBDDistiller", "Classifier", "KerasHubBackbone", "PresetTeacher",
            "evaluation_dataset", "feature_distillation_loss", "from_arrays", "from_files",
            "load_data", "load_model", "load_teachers", "training_dataset",
            "zero_shot_classifier"]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from cbd_tf.config import DistillConfig
-
 
 def cross_entropy_loss(labels, logits):
   """Mean softmax cross-entropy of integer labels against logits."""
@@ -23,16 +21,8 @@ def feature_distillation_loss(student_features, teacher_features):
 
 def cbd_weights(alpha: float, beta: float) -> tuple[float, float]:
   """The weights of cross-entropy and of the distillation term in CBD's loss,
-  (1 - alpha) * CE + alpha * beta * (1 - cos): the loss below and CBDDistiller's step."""
+  (1 - alpha) * CE + alpha * beta * (1 - cos), as CBDDistiller's step weighs them."""
   return 1.0 - alpha, alpha * beta
-
-
-def cbd_loss(labels, logits, student_features, teacher_features, alpha=DistillConfig.alpha,
-             beta=DistillConfig.beta):
-  """The CBD student loss of one batch: (1 - alpha) * CE + alpha * beta * (1 - cos)."""
-  ce_weight, distill_weight = cbd_weights(alpha, beta)
-  return (ce_weight * cross_entropy_loss(labels, logits) +
-          distill_weight * feature_distillation_loss(student_features, teacher_features))
 
 
 def weight_decay_loss(weights, weight_decay):

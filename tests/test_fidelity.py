@@ -2,13 +2,14 @@
 
 Each expected value is written out with the TF ops of google-research/google-research
 `class_balanced_distillation/train.py` and `resnet.py` (CosineLayer), not with ours.
-Backbone structure: test_fidelity_backbone.py; preprocessing: test_fidelity_preprocessing.py.
+Backbone structure: test_fidelity_backbone.py; preprocessing: test_fidelity_preprocessing.py;
+the distillation loss through the distiller's real step: test_fidelity_training.py.
 """
 
 import numpy as np
 import tensorflow as tf
 
-from cbd_tf import distiller, losses
+from cbd_tf import losses
 from tests import helpers
 
 
@@ -23,13 +24,6 @@ def official_cosine_logits(features, kernel, sigma=20.0):
   x = tf.math.l2_normalize(features, 1)
   weights = tf.math.l2_normalize(kernel, 0)
   return sigma * tf.matmul(x, weights)
-
-
-def official_feature_distillation(features, teacher_features):
-  # train.py compute_feat_distillation
-  features = tf.nn.l2_normalize(features, axis=1)
-  teacher_features = tf.nn.l2_normalize(teacher_features, axis=1)
-  return tf.reduce_mean(1.0 - tf.reduce_sum(features * teacher_features, axis=-1))
 
 
 def test_weight_decay_equals_official_penalty_on_every_trainable_variable():
@@ -66,20 +60,3 @@ def test_cosine_head_equals_official_cosine_layer():
                              rtol=1e-5, atol=1e-5)
   # sigma is a constant, not a trained weight (official: tf.Variable(trainable=False)).
   assert [w.name for w in model.head.trainable_weights] == ["kernel"]
-
-
-def test_distillation_equals_official_with_teacher_ensemble_features():
-  teachers = [helpers.tiny_classifier(), helpers.tiny_classifier()]
-  student = helpers.tiny_classifier(projection_dim=distiller.teacher_feature_dim(teachers))
-  images, labels = helpers.tiny_batch()
-  # Official: each teacher returns its L2-normalised embedding; TeacherModel concatenates.
-  official_teacher = tf.concat([tf.nn.l2_normalize(t.embed(images), axis=1) for t in teachers], 1)
-  # Official student feature: proj_layer -> ReLU -> l2_normalize (resnet.py ResNet.__call__).
-  student_feature = student.embed(images)
-  logits = student.head(student_feature)
-  ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(logits=logits, labels=labels))
-  official = 0.6 * ce + 0.4 * (100.0 * official_feature_distillation(
-      tf.nn.l2_normalize(student_feature, axis=1), official_teacher))
-  ours = losses.cbd_loss(labels, logits, student_feature,
-                         distiller.teacher_features(teachers, images), alpha=0.4, beta=100.0)
-  np.testing.assert_allclose(float(ours), float(official), rtol=1e-5)

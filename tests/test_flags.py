@@ -217,7 +217,7 @@ def test_config_and_flags_import_no_tensorflow():
           "assert 'tensorflow' not in sys.modules, 'tensorflow imported'; "
           "assert 'keras' not in sys.modules, 'keras imported'; "
           "assert sorted(cbd_tf.__all__) == ['CBDDistiller', 'Classifier', 'KerasHubBackbone', "
-          "'PresetTeacher', 'cbd_loss', 'evaluation_dataset', 'feature_distillation_loss', "
+          "'PresetTeacher', 'evaluation_dataset', 'feature_distillation_loss', "
           "'from_arrays', 'from_files', 'load_data', 'load_model', 'load_teachers', "
           "'training_dataset', 'zero_shot_classifier']")
   result = subprocess.run([sys.executable, "-c", code], cwd=helpers.ROOT, capture_output=True,
@@ -231,7 +231,6 @@ def test_public_api_resolves_lazily():
   from cbd_tf.models import classifier  # pylint: disable=import-outside-toplevel
   assert cbd_tf.CBDDistiller is distiller.CBDDistiller
   assert cbd_tf.Classifier is classifier.Classifier
-  assert cbd_tf.cbd_loss is losses.cbd_loss
   assert cbd_tf.feature_distillation_loss is losses.feature_distillation_loss
   with pytest.raises(AttributeError, match="no attribute 'Distiller'"):
     getattr(cbd_tf, "Distiller")

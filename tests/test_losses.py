@@ -21,21 +21,6 @@ def test_feature_distillation_matches_formula():
                              rtol=1e-6)
 
 
-def test_cbd_loss_combines_terms():
-  rng = np.random.default_rng(1)
-  logits = rng.normal(size=(4, 3)).astype(np.float32)
-  labels = np.array([0, 2, 1, 2])
-  student, teacher = rng.normal(size=(4, 8)), rng.normal(size=(4, 8))
-  shifted = logits - logits.max(axis=1, keepdims=True)
-  log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-  ce = -np.mean(log_softmax[np.arange(4), labels])
-  expected = 0.6 * ce + 0.4 * 100 * numpy_distillation(student, teacher)
-  value = losses.cbd_loss(labels, logits, student, teacher, alpha=0.4, beta=100.0)
-  np.testing.assert_allclose(float(value), expected, rtol=1e-5)
-  np.testing.assert_allclose(float(losses.cbd_loss(labels, logits, student, teacher, 0.0, 100.0)),
-                             ce, rtol=1e-5)
-
-
 def test_weight_decay_is_a_quarter_sum_of_squares():
   weights = [tf.constant([[1.0, 2.0]]), tf.constant([3.0])]
   np.testing.assert_allclose(float(losses.weight_decay_loss(weights, 0.1)), 0.1 * 0.25 * 14)
