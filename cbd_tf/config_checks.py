@@ -128,6 +128,8 @@ def _check_distill(config: Any) -> None:
   check(0 <= config.distill.alpha <= 1,
         f"distill_alpha must be in [0, 1], got {config.distill.alpha}")
   check(config.distill.beta >= 0, f"distill_beta must be >= 0, got {config.distill.beta}")
+  check(config.distill.teacher_views >= 0,
+        f"teacher_views must be >= 0, got {config.distill.teacher_views}")
 
 
 def _check_distribute(config: Any) -> None:
@@ -203,8 +205,16 @@ def _check_stage(config: Any) -> None:
           f"--stage={config.stage} needs --backbone_from=RUN_DIR (a finished "
           f"{' or '.join(stage_registry.backbone_source_stages())} run)")
   if stage.needs == stage_registry.NEEDS_TEACHERS:
-    check(bool(config.distill.teachers),
-          f"--stage={config.stage} needs --teachers=RUN_DIR|keras_hub:PRESET[,...]")
+    cached = bool(config.distill.teacher_features)
+    check(bool(config.distill.teachers) or cached,
+          f"--stage={config.stage} needs --teachers=RUN_DIR|keras_hub:PRESET[,...]"
+          + (" or --teacher_features=DIR" if "teacher_features" in stage.settings else ""))
+    check(not (cached and config.distill.teachers),
+          "--teacher_features replaces --teachers (the cache names its teachers); give one")
+  if config.stage == "teacher_features":
+    check(config.distill.teacher_views >= 1,
+          "--stage=teacher_features needs --teacher_views=M, the views cached per image "
+          "(e.g. 10)")
   if stage.needs == stage_registry.NEEDS_TEACHER_SPECS:
     check(bool(config.distill.teacher_specs),
           f"--stage={config.stage} needs --teacher_specs=augmentation:seed[,...]")

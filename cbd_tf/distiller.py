@@ -64,7 +64,9 @@ SAVE_THE_STUDENT = ("a CBDDistiller is not saved whole (its teachers are not par
 
 class CBDDistiller(train_step.TrainStepModel):
   """Wraps a student `Classifier` (with a projection head as wide as the teachers'
-  concatenated embeddings) and a list of trained teachers with an `embed` method.
+  concatenated embeddings) and a list of trained teachers with an `embed` method, or, for
+  cached teacher features (--teacher_features), only the teachers' embedding `teacher_widths`:
+  its batches are then (images, labels, teacher features).
 
   Per batch: loss = (1 - alpha) * CE(labels, student logits)
                     + alpha * beta * mean(1 - cos(student feature, teacher feature)),
@@ -77,23 +79,26 @@ class CBDDistiller(train_step.TrainStepModel):
   the teacher's index.
   """
 
-  def __init__(self, student: Classifier, teachers: Sequence[keras.Model],
+  def __init__(self, student: Classifier, teachers: Sequence[keras.Model] = (),
                alpha: float = DistillConfig.alpha, beta: float = DistillConfig.beta,
-               teacher_names: Sequence[str] | None = None, **kwargs):
-    if not teachers:
-      raise ValueError("CBDDistiller needs at least one teacher")
-    names = _metric_names(teacher_names, len(teachers))
+               teacher_names: Sequence[str] | None = None,
+               teacher_widths: Sequence[int] | None = None, **kwargs):
+    if bool(teachers) == bool(teacher_widths):
+      raise ValueError("CBDDistiller needs teachers, or the teacher_widths of cached teacher "
+                       "features (not both)")
+    widths = [int(t.embedding_dim) for t in teachers] or [int(w) for w in teacher_widths]
+    names = _metric_names(teacher_names, len(widths))
     super().__init__(term_names=["ce", "distill", *(f"distill_{name}" for name in names)],
                      **kwargs)
-    width = teacher_feature_dim(teachers)
-    if student.embedding_dim != width:
+    if student.embedding_dim != sum(widths):
       raise ValueError(f"student feature width {student.embedding_dim} != concatenated teacher "
-                       f"width {width}; build the student with projection_dim={width}")
+                       f"width {sum(widths)}; build the student with projection_dim={sum(widths)}")
     for teacher in teachers:
       teacher.trainable = False
     self.student = student
     self._frozen = _FrozenTeachers(teachers)
     self.teacher_names = tuple(names)
+    self.teacher_widths = tuple(widths)
     self.alpha = alpha
     self.beta = beta
     self.built = True
@@ -113,14 +118,19 @@ class CBDDistiller(train_step.TrainStepModel):
   def backbone_variables(self) -> list:
     return self.student.backbone_variables
 
-  def loss_targets(self, images):
-    return tf.stop_gradient(teacher_features(self.teachers, images))
+  def loss_targets(self, images, cached=None):
+    if cached is None:
+      if not self.teachers:
+        raise ValueError("this CBDDistiller has no teachers: its batches must be (images, "
+                         "labels, teacher features)")
+      cached = teacher_features(self.teachers, images)
+    return tf.stop_gradient(tf.cast(cached, tf.float32))
 
   def loss_terms(self, images, labels, targets):
     logits, features = self.student.call_with_features(images, training=True)
     ce = losses.cross_entropy_loss(labels, logits)
     distill = losses.feature_distillation_loss(features, targets)
-    shares = distillation_shares(features, targets, [int(t.embedding_dim) for t in self.teachers])
+    shares = distillation_shares(features, targets, self.teacher_widths)
     ce_weight, distill_weight = losses.cbd_weights(self.alpha, self.beta)
     return logits, {"ce": train_step.Term(ce, ce_weight),
                     "distill": train_step.Term(distill, distill_weight),

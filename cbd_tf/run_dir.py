@@ -67,6 +67,9 @@ WRITER_LOCK = "writer.lock"
 
 TEACHERS = "teachers"
 STUDENT = "student"
+# A pipeline's teacher-feature cache (--teacher_views), the --workdir of its
+# --stage=teacher_features run.
+TEACHER_FEATURES = "teacher_features"
 COMPARISON = "comparison.json"
 COMPARISON_TEXT = "comparison.txt"
 
@@ -85,6 +88,10 @@ def is_trained(run_dir: str) -> bool:
 def teacher_dir(pipeline_dir: str, name: str) -> str:
   """Where a pipeline trains the teacher `name` (config.teacher_run_name)."""
   return os.path.join(pipeline_dir, TEACHERS, name)
+
+
+def teacher_features_dir(pipeline_dir: str) -> str:
+  return os.path.join(pipeline_dir, TEACHER_FEATURES)
 
 
 def student_dir(pipeline_dir: str) -> str:

@@ -5,7 +5,8 @@ Standard library only, so config.py resolves a stage's defaults and config_check
 settings without TensorFlow. The module an entry names holds the TensorFlow side
 (cbd_tf/stages/): `build(config, source) -> stages.Built`, and optionally `check(config,
 source)` (ValueError before any work) and `callbacks(built, source, log_dir, save_dir)`; the
-pipeline's module holds `run(config, source, strategy)` instead.
+module of a stage that `runs_itself` (the pipeline, the feature cache) holds `run(config,
+source, strategy)` instead.
 
 Adding a baseline stage: its module under cbd_tf/stages/, its entry here, its test and its
 docs page.
@@ -55,7 +56,9 @@ class Stage:
   evaluation_head: str = ""  # "": the trained --head; "ncm": the class-mean head it builds
   run_files: tuple[str, ...] = ()  # files beyond every run's (run_dir.py names them)
   backbone_source: bool = False  # a decoupled stage may keep its backbone (--backbone_from)
-  runs_other_stages: bool = False  # the pipeline: a directory of runs, not one run
+  # Not one trained model: the module's run(config, source, strategy) does it all (the
+  # pipeline's directory of runs, the feature cache).
+  runs_itself: bool = False
   recipe: str = "CBD"  # whose recipe tools/compare.py gives it (compare.RECIPES)
   # TEXT_HEAD_*: its head from the --backbone preset's text (config_checks: a keras_hub
   # preset and the cosine head); "": never.
@@ -76,17 +79,22 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("teacher", "a classifier, instance sampling (CBD stage one; the loss baselines)",
           "cbd_tf.stages.teacher", default_sampling="instance",
           settings=("loss", "init_from"), backbone_source=True, text_head=TEXT_HEAD_ON_INIT),
-    Stage("student", "a CBD student distilled from --teachers, class-balanced sampling",
+    Stage("student", "a CBD student distilled from --teachers (or their cached "
+          "--teacher_features), class-balanced sampling",
           "cbd_tf.stages.student", needs=NEEDS_TEACHERS,
-          settings=("teachers", "init_from"), run_files=(run_dir.PRESET_TEACHERS,),
-          backbone_source=True),
+          settings=("teachers", "init_from", "teacher_views", "teacher_features"),
+          run_files=(run_dir.PRESET_TEACHERS,), backbone_source=True),
+    Stage("teacher_features", "the --teachers' features of --teacher_views views of every "
+          "training image, cached for students", "cbd_tf.stages.teacher_features",
+          needs=NEEDS_TEACHERS, settings=("teachers", "teacher_views"),
+          run_files=(run_dir.PRESET_TEACHERS,), runs_itself=True),
     Stage("pipeline", "the --teacher_specs teachers, then the student, in one directory",
           "cbd_tf.stages.pipeline", needs=NEEDS_TEACHER_SPECS,
           settings=("teachers", "init_from", "student_backbone", "teacher_specs",
-                    "teacher_sampling"),
+                    "teacher_sampling", "teacher_views"),
           run_files=(run_dir.TEACHERS, run_dir.STUDENT, run_dir.COMPARISON,
-                     run_dir.COMPARISON_TEXT),
-          runs_other_stages=True, text_head=TEXT_HEAD_ON_INIT),  # its teachers'
+                     run_dir.COMPARISON_TEXT, run_dir.TEACHER_FEATURES),
+          runs_itself=True, text_head=TEXT_HEAD_ON_INIT),  # its teachers'
     Stage("crt", "classifier re-training on --backbone_from's frozen backbone (Kang et al.)",
           "cbd_tf.stages.crt", default_epochs=10, settings=_FITTED_HEAD,
           run_files=_BEST_EPOCH, **_DECOUPLED),

@@ -6,11 +6,13 @@ resumes with no network."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from typing import Sequence
 
 import keras
+import numpy as np
 
 from cbd_tf import run_checks, run_dir, run_files, run_models
 from cbd_tf.models import keras_hub_backbone
@@ -28,6 +30,17 @@ class PresetTeacher:
 
   def embed(self, images, training=False):  # pylint: disable=unused-argument  (always frozen)
     return self.backbone(images, training=False)
+
+
+def weights_sha256(teacher) -> str:
+  """sha256 of a loaded teacher's weights (a run's classifier or a preset's backbone), in
+  their order: what a feature cache records of the teachers it was made from."""
+  model = getattr(teacher, "backbone", teacher) if isinstance(teacher, PresetTeacher) else teacher
+  digest = hashlib.sha256()
+  for weight in model.weights:
+    digest.update(weight.path.encode() + b"\0")
+    digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight.value)).tobytes())
+  return digest.hexdigest()
 
 
 def teacher_name(teacher: str) -> str:

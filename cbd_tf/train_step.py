@@ -118,9 +118,10 @@ class TrainStepModel(keras.Model):
     return [g * multiplier if g is not None and id(v) in backbone else g
             for g, v in zip(gradients, variables)]
 
-  def loss_targets(self, images):
-    """What the loss compares against that needs no gradient, computed before the tape
-    (a CBD student: the frozen teachers' feature). None by default."""
+  def loss_targets(self, images, *extra):
+    """What the loss compares against that needs no gradient, computed before the tape (a
+    CBD student: the frozen teachers' feature); `extra`: what the batch holds after the
+    labels (cached teacher features). None by default."""
     return None
 
   def loss_terms(self, images, labels, targets) -> tuple[tf.Tensor, dict[str, Term]]:
@@ -138,7 +139,7 @@ class TrainStepModel(keras.Model):
 
   def train_step(self, data):
     images, labels = data[0], data[1]
-    targets = self.loss_targets(images)
+    targets = self.loss_targets(images, *data[2:])
     variables = self.variables_to_train
     with tf.GradientTape() as tape:
       logits, terms = self.loss_terms(images, labels, targets)

@@ -56,7 +56,7 @@ def run(config: config_lib.Config, source: sources.Source | None = None,
   source = source or validate_run(config)
   strategy = strategy or tf.distribute.get_strategy()
   with run_lock.hold(config.workdir, distribute.is_chief(strategy)):
-    if config.stage_entry.runs_other_stages:
+    if config.stage_entry.runs_itself:
       return stages.stage_module(config.stage).run(config, source, strategy)
     return train_stage(config, source, strategy)
 
@@ -163,7 +163,8 @@ def _fit(built: stages.Built, source: sources.Source,
     return strategy.distribute_datasets_from_function(
         lambda context: pipeline.build_train_dataset(
             source.train, config.data, config.sampling, config.seed, source.num_classes,
-            context, start_step=step, progress=progress, drop_counter=dropped))
+            context, start_step=step, progress=progress, drop_counter=dropped,
+            views=built.views))
   logging.info("training %s in %s: %d epochs x %d steps from step %d, %s sampling",
                config.stage, config.workdir, config.optimizer.epochs, steps_per_epoch,
                start_step, config.sampling)

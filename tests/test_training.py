@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from cbd_tf import config as config_lib
-from cbd_tf import run_dir, run_files, run_models, stage_registry, stages, training
+from cbd_tf import distiller, run_dir, run_files, run_models, stage_registry, stages, training
 from cbd_tf.stages import crt, pipeline, student, teacher
 from cbd_tf.data import sampling
 from cbd_tf.data.source_types import Source, Split
@@ -59,7 +59,7 @@ def backbone_run(tmp_path_factory, source):
 def test_every_stage_module_builds_or_runs_what_its_entry_declares():
   for name, entry in stage_registry.STAGES.items():
     module = stages.stage_module(name)
-    assert callable(getattr(module, "run" if entry.runs_other_stages else "build")), name
+    assert callable(getattr(module, "run" if entry.runs_itself else "build")), name
   assert [name for name, entry in stage_registry.STAGES.items() if not entry.trains] == [
       "tau_norm", "ncm", "zero_shot"]
   assert config_lib.STAGES == tuple(stage_registry.STAGES)
@@ -71,7 +71,8 @@ def test_config_takes_a_stage_defaults_from_its_entry():
   assert sampling_by_stage == {"teacher": "instance", "student": "class_balanced",
                                "pipeline": "class_balanced", "crt": "class_balanced",
                                "lws": "class_balanced", "tau_norm": "class_balanced",
-                               "ncm": "class_balanced", "zero_shot": "class_balanced"}
+                               "ncm": "class_balanced", "zero_shot": "class_balanced",
+                               "teacher_features": "class_balanced"}
   epochs = {name: config_lib.Config(stage=name).epochs for name in ("teacher", "crt", "lws")}
   assert epochs == {"teacher": config_lib.OptimizerConfig().epochs, "crt": 10, "lws": 5}
   assert config_lib.Config(stage="crt").replace(long_tail={"decoupled_epochs": 3}).epochs == 3
@@ -91,7 +92,7 @@ def test_a_setting_only_other_stages_read_is_refused_naming_them():
 
 def test_unknown_stage_names_the_valid_ones():
   with pytest.raises(ValueError, match="unknown stage 'bogus'; valid: teacher, student, "
-                                       "pipeline, crt, lws, tau_norm, ncm"):
+                                       "teacher_features, pipeline, crt, lws, tau_norm, ncm"):
     stage_registry.get_stage("bogus")
 
 
@@ -102,7 +103,8 @@ class _Teacher:
 
 def test_student_projection_is_resolved_from_the_teachers():
   config = config_lib.Config(stage="student", model=config_lib.ModelConfig(projection_dim=0))
-  resolved = student.with_teacher_width(config, [_Teacher(64), _Teacher(32)])
+  resolved = student.with_teacher_width(
+      config, distiller.teacher_feature_dim([_Teacher(64), _Teacher(32)]))
   assert resolved.model.projection_dim == 96
   assert config.model.projection_dim == 0  # configs are values: the input is unchanged
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 import tensorflow as tf
 
 from cbd_tf import config as config_lib
-from cbd_tf.data import augment, sampling, sources
+from cbd_tf.data import augment, sampling, sources, teacher_views
 
 
 def build_train_dataset(split: sources.Split, data: config_lib.DataConfig, policy: str,
                         seed: int, num_classes: int,
                         input_context: tf.distribute.InputContext | None = None,
                         start_step: int = 0, progress=None,
-                        drop_counter: tf.Variable | None = None) -> tf.data.Dataset:
-  """Infinite per-replica batches of (image, label), examples drawn by `policy`.
+                        drop_counter: tf.Variable | None = None,
+                        views: teacher_views.Views | None = None) -> tf.data.Dataset:
+  """Infinite per-replica batches of (image, label), examples drawn by `policy`; with `views`,
+  each example is one of its image's views, and batches are (image, label, teacher feature)
+  if `views.features` reads a cache of them.
 
   Every input pipeline walks the same seeded index stream and keeps its own shard, so
   the global batch holds the same examples however many replicas share it. The stream
@@ -38,8 +41,17 @@ def build_train_dataset(split: sources.Split, data: config_lib.DataConfig, polic
     batch_size = input_context.get_per_replica_batch_size(data.batch_size)
     examples = examples.shard(input_context.num_input_pipelines,
                               input_context.input_pipeline_id)
-  return train_batches(examples, split, data, batch_size,
-                       drop_counter=drop_counter).prefetch(tf.data.AUTOTUNE)
+  if views is None:
+    return train_batches(examples, split, data, batch_size,
+                         drop_counter=drop_counter).prefetch(tf.data.AUTOTUNE)
+  batches = train_batches(teacher_views.pick_views(examples, views), split, data, batch_size,
+                          drop_counter=drop_counter)
+  if views.features is None:  # live teachers on the chosen views
+    batches = batches.map(lambda images, labels, keys: (images, labels))
+  else:
+    batches = batches.map(lambda images, labels, keys: (images, labels, views.features(keys)),
+                          num_parallel_calls=tf.data.AUTOTUNE)
+  return batches.prefetch(tf.data.AUTOTUNE)
 
 
 def build_eval_dataset(split: sources.Split, data: config_lib.DataConfig,
@@ -52,7 +64,8 @@ def build_eval_dataset(split: sources.Split, data: config_lib.DataConfig,
 def train_batches(examples: tf.data.Dataset, split: sources.Split, data: config_lib.DataConfig,
                   batch_size: int, num_parallel_calls: int | None = tf.data.AUTOTUNE,
                   drop_counter: tf.Variable | None = None) -> tf.data.Dataset:
-  """(index, example_seed) elements -> batches of (images, labels), remainder dropped.
+  """(index, example_seed[, key]) elements -> batches of (images, labels[, keys]), remainder
+  dropped; a key (teacher_views.py: which view of its image) travels with its example.
 
   Image files: one map reads the file, decodes its crop window (a JPEG only inside the
   window), resizes and flips it, as the official pipeline's one map does; ignore_errors
@@ -66,9 +79,9 @@ def train_batches(examples: tf.data.Dataset, split: sources.Split, data: config_
   if not split.is_encoded:
     images = tf.constant(split.images)
 
-    def load(index, example_seed):  # cannot fail to read: one map
+    def load(index, example_seed, *key):  # cannot fail to read: one map
       return (augment.preprocess_train(tf.gather(images, index), example_seed, data),
-              tf.gather(labels, index))
+              tf.gather(labels, index), *key)
     dataset = examples.map(load, num_parallel_calls=num_parallel_calls)
     return dataset.batch(batch_size, drop_remainder=True)
 
@@ -76,32 +89,43 @@ def train_batches(examples: tf.data.Dataset, split: sources.Split, data: config_
   counting = drop_counter is not None
   augmenting = augment.has_augmentation(data)
 
-  def read(index, example_seed, *position):
+  def read(index, example_seed, *key, position=None):
     seeds = augment.train_seeds(example_seed)
     image = augment.crop_resize_flip(tf.io.read_file(tf.gather(paths, index)), seeds, data)
-    rest = (seeds.rest,) if augmenting else ()
-    return (*position, image, *rest, tf.gather(labels, index))
+    example = {"image": image, "label": tf.gather(labels, index)}
+    if augmenting:
+      example["rest_seed"] = seeds.rest
+    if key:
+      example["key"] = key[0]
+    if position is not None:
+      example["position"] = position
+    return example
 
   if counting:
-    examples = examples.enumerate().map(lambda position, example: read(*example, position),
-                                        num_parallel_calls=num_parallel_calls)
+    examples = examples.enumerate().map(
+        lambda position, example: read(*example, position=position),
+        num_parallel_calls=num_parallel_calls)
   else:
     examples = examples.map(read, num_parallel_calls=num_parallel_calls)
   dataset = examples.ignore_errors(log_warning=True)
   if augmenting:
     dataset = _augmented(dataset, data, num_parallel_calls)
   dataset = dataset.batch(batch_size, drop_remainder=True)
-  return _count_dropped(dataset, drop_counter) if counting else dataset
+  if counting:
+    dataset = _count_dropped(dataset, drop_counter)
+  return dataset.map(lambda batch: (batch["image"], batch["label"],
+                                    *([batch["key"]] if "key" in batch else [])))
 
 
 def _augmented(examples: tf.data.Dataset, data: config_lib.DataConfig,
                num_parallel_calls: int | None) -> tf.data.Dataset:
-  """([position,] image, rest_seed, label) -> ([position,] image, label), RandAugment and
-  jitter applied as the config asks."""
+  """Examples with a rest_seed -> without it, RandAugment and jitter applied to their image
+  as the config asks."""
 
-  def finish(*example):
-    *position, image, rest_seed, label = example
-    return (*position, augment.augment_image(image, rest_seed, data), label)
+  def finish(example):
+    example = dict(example)
+    example["image"] = augment.augment_image(example["image"], example.pop("rest_seed"), data)
+    return example
   return examples.map(finish, num_parallel_calls=num_parallel_calls)
 
 
@@ -134,17 +158,18 @@ def eval_batches(split: sources.Split, data: config_lib.DataConfig,
 
 
 def _count_dropped(batches: tf.data.Dataset, drop_counter: tf.Variable) -> tf.data.Dataset:
-  """(positions, images, labels) batches -> (images, labels), adding to `drop_counter` the
+  """Batches with their stream positions -> without them, adding to `drop_counter` the
   stream positions missing: dropped so far = highest position seen + 1 - examples kept,
   right even if examples arrive out of order. Examples dropped after the last one kept are
   not counted; in an endless training stream that is at most the read-ahead."""
 
   def count(highest, batch):
-    positions, images, batch_labels = batch
+    batch = dict(batch)
+    positions = batch.pop("position")
     new_highest = tf.maximum(highest, tf.reduce_max(positions))
     kept = tf.size(positions, out_type=tf.int64)
     increase = tf.cast(new_highest - highest - kept, drop_counter.dtype)
     with tf.control_dependencies([drop_counter.assign_add(increase)]):
-      return new_highest, (tf.identity(images), tf.identity(batch_labels))
+      return new_highest, tf.nest.map_structure(tf.identity, batch)
 
   return batches.scan(tf.constant(-1, tf.int64), count)

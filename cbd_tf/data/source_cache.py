@@ -237,13 +237,14 @@ class _CheckProgress:
       return
     self.last_log = now
     rate = done / max(now - self.start, 1e-9)
-    left = f", {_duration((self.total - done) / rate)} left" if not last and rate > 0 else ""
+    left = f", {duration_text((self.total - done) / rate)} left" if not last and rate > 0 else ""
     logging.info("checked %s of %s %s image files (%.0f%%), %.0f files/s%s, %s skipped",
                  f"{done:,}", f"{self.total:,}", self.split_name, 100 * done / self.total,
                  rate, left, f"{done - self.good:,}")
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+  """1h02m03s or 2m03s: a time left, as progress lines show it."""
   minutes, seconds = divmod(int(seconds), 60)
   hours, minutes = divmod(minutes, 60)
   return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"

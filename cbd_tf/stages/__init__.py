@@ -26,6 +26,7 @@ import keras
 
 from cbd_tf import config as config_lib
 from cbd_tf import stage_registry
+from cbd_tf.data import teacher_views
 from cbd_tf.models.classifier import Classifier
 
 
@@ -40,6 +41,9 @@ class Built:
   # (a student's CBDDistiller).
   fit_model: keras.Model | None = None
   selection: dict = dataclasses.field(default_factory=dict)  # chosen on the val split
+  # --teacher_views: each example one of its image's fixed views, with its cached teacher
+  # feature if the views say where to read them.
+  views: teacher_views.Views | None = None
 
   def __post_init__(self):
     if self.fit_model is None:
