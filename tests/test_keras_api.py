@@ -77,6 +77,26 @@ class _StopAfterFirstEpoch(keras.callbacks.Callback):
       raise RuntimeError("interrupted")
 
 
+class _Snapshot(keras.callbacks.Callback):
+  """The model's weights and its optimiser's variables (step counter, momentum): at the end
+  of epoch `epoch`, or at the start of training (after BackupAndRestore, listed before it)."""
+
+  def __init__(self, epoch=None):
+    super().__init__()
+    self.epoch, self.values = epoch, None
+
+  def _take(self):
+    self.values = [v.numpy() for v in [*self.model.weights, *self.model.optimizer.variables]]
+
+  def on_train_begin(self, logs=None):
+    if self.epoch is None:
+      self._take()
+
+  def on_epoch_end(self, epoch, logs=None):
+    if epoch == self.epoch:
+      self._take()
+
+
 @pytest.mark.parametrize("kind", ["classifier", "distiller"])
 def test_backup_and_restore_resumes_both(kind, tmp_path):
   def build():
@@ -86,10 +106,20 @@ def test_backup_and_restore_resumes_both(kind, tmp_path):
     model = helpers.tiny_classifier()
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9), weight_decay=5e-4)
     return model
-  backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+  backup, interrupted = keras.callbacks.BackupAndRestore(str(tmp_path / "backup")), _Snapshot(0)
   with pytest.raises(RuntimeError, match="interrupted"):
     build().fit(*data(), batch_size=8, epochs=3, verbose=0,
-                callbacks=[backup, _StopAfterFirstEpoch()])
-  history = build().fit(*data(), batch_size=8, epochs=3, verbose=0, callbacks=[
-      keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+                callbacks=[backup, interrupted, _StopAfterFirstEpoch()])
+  resumed, restored = build(), _Snapshot()
+  untrained = [w.numpy() for w in resumed.weights]
+  history = resumed.fit(*data(), batch_size=8, epochs=3, verbose=0, callbacks=[
+      keras.callbacks.BackupAndRestore(str(tmp_path / "backup")), restored])
   assert len(history.history["loss"]) == 2  # epochs 1 and 2: epoch 0 was restored
+  # Restored: epoch 0's weights (not the fresh build's), step counter (2) and momentum.
+  assert len(restored.values) == len(interrupted.values)
+  for mine, saved in zip(restored.values, interrupted.values):
+    np.testing.assert_array_equal(mine, saved)
+  assert int(resumed.optimizer.iterations) == 2 + 4  # restored 2, then 2 epochs of 2
+  assert any(not np.array_equal(w, u) for w, u in zip(restored.values, untrained))
+  slots = restored.values[len(untrained):]
+  assert any(np.any(slot != 0) for slot in slots if slot.ndim)  # momentum, not zeros
