@@ -6,34 +6,40 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 
 import h5py
 import keras
 import numpy as np
 
+from cbd_tf import errors
 from cbd_tf.run_dir import CLASSES, FINAL_WEIGHTS, PARTIAL_PREFIX
 
 
 def write_json(path: str, value) -> None:
-  """Writes through a temporary file and a rename, so a reader never sees half a file."""
+  """Writes through a temporary file and a rename, so a reader never sees half a file;
+  WriteError naming `path` if it cannot (disk full, read-only directory)."""
   temporary = f"{path}.tmp"
-  with open(temporary, "w") as f:
-    json.dump(value, f, indent=2)
-    f.write("\n")
-  os.replace(temporary, path)
+  try:
+    with open(temporary, "w") as f:
+      json.dump(value, f, indent=2)
+      f.write("\n")
+    os.replace(temporary, path)
+  except OSError as error:
+    raise WriteError(f"could not write {path}: {error.strerror or error}") from error
 
 
 def read_json(path: str):
-  """The JSON value in `path`; ValueError naming the file if it is not JSON (a damaged or
-  half-copied file)."""
+  """The JSON value in `path`; errors.DamagedFile (a ValueError) naming the file if it is not
+  JSON (a damaged or half-copied file)."""
   with open(path) as f:
     try:
       return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-      raise ValueError(f"{path} is damaged: not JSON ({error})") from None
+      raise errors.DamagedFile(f"{path} is damaged: not JSON ({error})") from error
 
 
-class RunFault(RuntimeError):
+class RunFault(errors.UserError, RuntimeError):
   """A fault in a run's files met during training: the CLI prints it as one line."""
 
 
@@ -43,15 +49,28 @@ class WriteError(RunFault):
 
 
 def check_weights_file(path: str) -> None:
-  """ValueError naming `path` unless it is a readable HDF5 weights file: every weight is
-  read, so a truncated or overwritten file stops here rather than mid-run."""
+  """errors.DamagedFile (a ValueError) naming `path` unless it is a readable HDF5 weights
+  file: every weight is read, so a truncated or overwritten file stops here, not mid-run."""
   try:
     with h5py.File(path, "r") as weights:
       weights.visititems(lambda name, item: item[()] if isinstance(item, h5py.Dataset) else None)
   except (OSError, KeyError, RuntimeError) as error:
-    raise ValueError(f"{path} is damaged: not a readable weights file "
-                     f"({str(error).splitlines()[0] if str(error) else type(error).__name__})"
-                     ) from None
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    raise errors.DamagedFile(f"{path} is damaged: not a readable weights file ({reason})"
+                             ) from error
+
+
+def check_keras_file(path: str) -> None:
+  """errors.DamagedFile naming `path` unless it is a whole `.keras` archive (a zip whose
+  every member reads back with its checksum)."""
+  try:
+    with zipfile.ZipFile(path) as archive:
+      broken = archive.testzip()
+  except (OSError, zipfile.BadZipFile, EOFError) as error:
+    raise errors.DamagedFile(f"{path} is damaged: not a readable .keras file ({error})"
+                             ) from error
+  if broken:
+    raise errors.DamagedFile(f"{path} is damaged: its member {broken} does not read back")
 
 
 def write_classes(directory: str, class_names, train_counts) -> None:
@@ -87,5 +106,7 @@ def save_final_weights(model: keras.Model, directory: str) -> None:
     model.save_weights(temporary)
     os.replace(temporary, os.path.join(directory, FINAL_WEIGHTS))
   except OSError as error:
+    # h5py's OSError has the errno but a strerror of many lines.
+    reason = os.strerror(error.errno) if error.errno else error.strerror or error
     raise WriteError(f"could not write {os.path.join(directory, FINAL_WEIGHTS)}: "
-                     f"{error.strerror or error}") from None
+                     f"{reason}") from error

@@ -2,9 +2,11 @@
 on a run directory, a lock left by a dead process, a damaged newest checkpoint, a save that
 fails (disk full, read-only directory), a damaged teacher or backbone run."""
 
-import errno
+import contextlib
 import json
 import os
+import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +36,9 @@ def test_second_writer_stops_at_once_naming_the_first(tmp_path):
   lock = run_lock.acquire(str(workdir))
   try:
     result = helpers.run_module("cbd_tf.train", *SMOKE, f"--workdir={workdir}")
+    # While the first writer holds it, the lock is still its own: not removed nor taken.
+    with open(lock) as f:
+      assert json.load(f)["pid"] == os.getpid()
   finally:
     run_lock.release(lock)
   assert result.returncode == 1
@@ -41,7 +46,6 @@ def test_second_writer_stops_at_once_naming_the_first(tmp_path):
       f"cbd_tf.train: error: run directory {str(workdir)!r} is in use by process "
       f"{os.getpid()} on {socket.gethostname()}")
   assert not os.path.exists(workdir / "checkpoints")
-  assert not os.path.exists(lock)
 
 
 def test_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path, caplog):
@@ -101,45 +105,57 @@ def test_no_readable_checkpoint_stops_instead_of_restarting(tmp_path):
     training.run(config)
 
 
-@pytest.mark.parametrize("error_number", [errno.ENOSPC, errno.EROFS])
-def test_failed_save_keeps_the_previous_checkpoint_and_names_the_path(tmp_path, monkeypatch,
-                                                                      error_number):
+@contextlib.contextmanager
+def file_size_limit(size):
+  """Writes past `size` bytes of a file fail with EFBIG (File too large) once the bytes
+  before are written: a disk that fills mid-write. Python ignores SIGXFSZ, so the write
+  call fails instead of the process."""
+  assert signal.getsignal(signal.SIGXFSZ) == signal.SIG_IGN
+  soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+  resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+  try:
+    yield
+  finally:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_failed_save_keeps_the_previous_checkpoint_and_names_the_path(tmp_path, monkeypatch):
   config = teacher_config(tmp_path)
+  checkpoints = os.path.join(config.workdir, "checkpoints")
   saves = []
   original = tf.train.CheckpointManager.save
 
-  def failing_save(manager, *args, **kwargs):
+  def save_on_a_filling_disk(manager, *args, **kwargs):
     saves.append(kwargs.get("checkpoint_number"))
-    if len(saves) == 2:  # the first save lands, the second meets the fault
-      raise OSError(error_number, os.strerror(error_number))
-    return original(manager, *args, **kwargs)
-  monkeypatch.setattr(tf.train.CheckpointManager, "save", failing_save)
+    if len(saves) < 2:  # the first save lands, the second fills the disk half-way
+      return original(manager, *args, **kwargs)
+    written = os.path.getsize(tf.io.gfile.glob(os.path.join(checkpoints, "ckpt-1.data-*"))[0])
+    with file_size_limit(written // 2):
+      return original(manager, *args, **kwargs)
+  monkeypatch.setattr(tf.train.CheckpointManager, "save", save_on_a_filling_disk)
   with pytest.raises(run_files.WriteError) as raised:
     training.run(config)
   message = str(raised.value)
-  assert message.startswith(f"could not save the training state to "
-                            f"{os.path.join(config.workdir, 'checkpoints')}: "
-                            f"{os.strerror(error_number)}; the previous checkpoint")
+  assert message.startswith(f"could not save the training state to {checkpoints}: ")
+  assert "File too large" in message  # failed while writing, past the first half
+  assert message.endswith(f"the previous checkpoint {os.path.join(checkpoints, 'ckpt-1')} is kept")
   monkeypatch.setattr(tf.train.CheckpointManager, "save", original)
-  state = tf.train.get_checkpoint_state(os.path.join(config.workdir, "checkpoints"))
+  state = tf.train.get_checkpoint_state(checkpoints)
   assert state.model_checkpoint_path.endswith("ckpt-1")
   assert not os.path.exists(os.path.join(config.workdir, "writer.lock"))
   training.run(config)  # the kept checkpoint resumes
   assert os.path.exists(os.path.join(config.workdir, "final.weights.h5"))
 
 
-def test_failed_final_save_keeps_the_final_weights_there(tmp_path, monkeypatch):
+def test_failed_final_save_keeps_the_final_weights_there(tmp_path):
   config = teacher_config(tmp_path, epochs=1)
   training.run(config)
   final = os.path.join(config.workdir, "final.weights.h5")
   before = open(final, "rb").read()
-
-  def disk_full(*args, **kwargs):
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
   model, _ = run_models.load_classifier(config.workdir)
-  monkeypatch.setattr(type(model), "save_weights", disk_full)
-  with pytest.raises(run_files.WriteError, match=f"could not write {final}: No space left"):
-    run_files.save_final_weights(model, config.workdir)
+  with file_size_limit(len(before) // 2):  # the real write, stopped half-way
+    with pytest.raises(run_files.WriteError, match=f"^could not write {final}: File too large$"):
+      run_files.save_final_weights(model, config.workdir)
   assert open(final, "rb").read() == before
   run_files.check_weights_file(final)
 
@@ -157,8 +173,9 @@ def test_damaged_teacher_or_backbone_run_stops_before_training(tmp_path, damaged
   config = helpers.config_from_argv(*SMOKE, f"--stage={stage}", uses,
                                     f"--workdir={tmp_path / stage}")
   with pytest.raises(ValueError, match=f"^{path} is damaged: "):
-    training.validate_run(config)
+    training.run(config)  # would train, were the damage not caught first
   assert not os.path.exists(tmp_path / stage / "checkpoints")
+  assert not os.path.exists(tmp_path / stage / "final.weights.h5")
 
 
 def test_lock_is_held_until_the_outermost_holder_ends(tmp_path):
