@@ -37,9 +37,10 @@ def weights_sha256(teacher) -> str:
   their order: what a feature cache records of the teachers it was made from."""
   model = getattr(teacher, "backbone", teacher) if isinstance(teacher, PresetTeacher) else teacher
   digest = hashlib.sha256()
-  for weight in model.weights:
-    digest.update(weight.path.encode() + b"\0")
-    digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight.value)).tobytes())
+  for weight in model.weights:  # shapes and values: paths hold per-process layer numbers
+    value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight.value))
+    digest.update(repr((value.shape, value.dtype.str)).encode())
+    digest.update(value.tobytes())
   return digest.hexdigest()
 
 

@@ -69,7 +69,7 @@ def _shown(value) -> str:
   return repr(value)
 
 
-def shard_count(num_images: int, images_per_shard: int = IMAGES_PER_SHARD) -> int:
+def shard_count(num_images: int, images_per_shard: int) -> int:
   return -(-num_images // images_per_shard)
 
 
@@ -94,8 +94,7 @@ def read_metadata(directory: str) -> dict | None:
 
 
 def write_metadata(directory: str, made: dict, dim: int, widths: list[int],
-                   unreadable: list[int] = (),
-                   images_per_shard: int = IMAGES_PER_SHARD) -> None:
+                   images_per_shard: int, unreadable: list[int] = ()) -> None:
   os.makedirs(directory, exist_ok=True)
   metadata = {"format": FORMAT, "made_from": made, "dim": int(dim),
               "widths": [int(w) for w in widths], "dtype": "float16",
@@ -108,8 +107,7 @@ def write_metadata(directory: str, made: dict, dim: int, widths: list[int],
   os.replace(temporary, os.path.join(directory, METADATA))
 
 
-def missing_shards(directory: str, num_images: int,
-                   images_per_shard: int = IMAGES_PER_SHARD) -> list[int]:
+def missing_shards(directory: str, num_images: int, images_per_shard: int) -> list[int]:
   return [shard for shard in range(shard_count(num_images, images_per_shard))
           if not os.path.exists(shard_path(directory, shard))]
 

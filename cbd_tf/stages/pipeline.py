@@ -1,6 +1,8 @@
 """--stage=pipeline: every --teacher_specs teacher, then the student on them (and any
 --teachers), each an ordinary run directory under one pipeline directory (run_dir.py); runs
-whose final weights exist are not retrained, so a stopped pipeline resumes."""
+whose final weights exist are not retrained, so a stopped pipeline resumes. With
+--teacher_views=M the teachers' features are cached after them (teacher_features/) and the
+student trains from the cache."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from cbd_tf import config as config_lib
 from cbd_tf import distribute, evaluation, metrics, pretrained, report, run_dir, run_files
 from cbd_tf import run_models, stages, teachers, training
 from cbd_tf.data import sources
+from cbd_tf.models import keras_hub_backbone
+from cbd_tf.stages import teacher_features
 
 
 def check(config: config_lib.Config, source: sources.Source) -> None:
@@ -36,14 +40,27 @@ def teacher_config(config: config_lib.Config, spec: str) -> config_lib.Config:
       output={"export_dir": ""})  # a pipeline exports its student only
 
 
+def all_teachers(config: config_lib.Config) -> tuple[str, ...]:
+  """The student's teachers: those the pipeline trains, then any --teachers."""
+  return tuple(teacher_config(config, spec).workdir
+               for spec in config.distill.teacher_specs) + tuple(config.distill.teachers)
+
+
+def features_config(config: config_lib.Config) -> config_lib.Config:
+  """With --teacher_views: the --stage=teacher_features run caching every teacher's features."""
+  return config.replace(stage="teacher_features",
+                        workdir=run_dir.teacher_features_dir(config.workdir),
+                        distill={"teachers": all_teachers(config)})
+
+
 def student_config(config: config_lib.Config) -> config_lib.Config:
-  """A pipeline's student: the teachers it trained, then any --teachers, on
-  --student_backbone (default: the teachers' --backbone, tuned as they are; another backbone
-  trains in full)."""
-  teacher_dirs = tuple(teacher_config(config, spec).workdir
-                       for spec in config.distill.teacher_specs)
+  """A pipeline's student: the teachers it trained, then any --teachers (with
+  --teacher_views: their cached features), on --student_backbone (default: the teachers'
+  --backbone, tuned as they are; another backbone trains in full)."""
+  distill = ({"teachers": (), "teacher_features": run_dir.teacher_features_dir(config.workdir)}
+             if config.distill.teacher_views else {"teachers": all_teachers(config)})
   return config.replace(stage="student", workdir=run_dir.student_dir(config.workdir),
-                        distill={"teachers": teacher_dirs + tuple(config.distill.teachers)},
+                        distill=distill,
                         # --init_from initialises --backbone: the student's too if it is the same.
                         model={"backbone": config.model.student_backbone or config.model.backbone,
                                "student_backbone": "",
@@ -57,10 +74,18 @@ def run(config: config_lib.Config, source: sources.Source,
   strategy = strategy or tf.distribute.get_strategy()
   if distribute.is_chief(strategy):
     pretrained.fetch_presets(student_config(config))
+    if config.distill.teacher_views:  # kept where the features are cached
+      teachers.load_teachers([t for t in config.distill.teachers
+                              if keras_hub_backbone.is_preset(t)],
+                             run_dir.teacher_features_dir(config.workdir))
   results = {}
   for spec in config.distill.teacher_specs:
     stage_config = teacher_config(config, spec)
     results[config_lib.teacher_run_name(spec)] = train_or_reuse(stage_config, source, strategy)
+  if config.distill.teacher_views:
+    # Complete and made from these teachers: nothing to do; else caches what is missing.
+    stages.check_stage(features_config(config), source)
+    teacher_features.run(features_config(config), source, strategy)
   results["student"] = train_or_reuse(student_config(config), source, strategy)
   if not distribute.is_chief(strategy):
     return results

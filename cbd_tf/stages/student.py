@@ -4,6 +4,8 @@ cached by --stage=teacher_features (--teacher_features: no teacher is loaded).""
 
 from __future__ import annotations
 
+import keras
+
 from cbd_tf import config as config_lib
 from cbd_tf import distiller, distribute, pretrained, teachers
 from cbd_tf.data import sources, teacher_cache, teacher_views
@@ -25,6 +27,8 @@ def build(config: config_lib.Config, source: sources.Source) -> Built:
   writes = distribute.is_chief()
   frozen = teachers.load_teachers(config.distill.teachers, config.workdir, writes)
   config = with_teacher_width(config, distiller.teacher_feature_dim(frozen))
+  # Loading teachers draws initialisers: seeded again, the student starts as a cached one does.
+  keras.utils.set_random_seed(config.seed)
   student = pretrained.build_starting_classifier(config, source.num_classes, writes)
   views = (teacher_views.Views(config.distill.teacher_views, config.seed)
            if config.distill.teacher_views else None)

@@ -48,22 +48,28 @@ def run(config: config_lib.Config, source: sources.Source,
                      f"{'; '.join(teacher_cache.differences(existing['made_from'], made))}; "
                      f"cache them in another --workdir")
   unreadable = set(existing["unreadable_images"]) if existing else set()
+  # A resumed cache keeps the shard size it began with.
+  per_shard = existing["images_per_shard"] if existing else teacher_cache.IMAGES_PER_SHARD
   if chief:
+    os.makedirs(directory, exist_ok=True)
     config.save(os.path.join(directory, run_dir.CONFIG))
-    teacher_cache.write_metadata(directory, made, sum(widths), widths, sorted(unreadable))
+    teacher_cache.write_metadata(directory, made, sum(widths), widths, per_shard,
+                                 sorted(unreadable))
   num_images = len(source.train)
-  missing = teacher_cache.missing_shards(directory, num_images)
+  missing = teacher_cache.missing_shards(directory, num_images, per_shard)
   features_of = _features_function(frozen, strategy)
-  progress = _Progress(num_images, count, num_images - _images_in(missing, num_images))
+  progress = _Progress(num_images, count, num_images - sum(
+      len(_shard_images(shard, num_images, per_shard)) for shard in missing))
   for shard in missing:
-    first, stop = _shard_images(shard, num_images)
-    rows, lost = _shard_rows(first, stop, count, seed, sum(widths), source, config, strategy,
+    images = _shard_images(shard, num_images, per_shard)
+    rows, lost = _shard_rows(images, count, seed, sum(widths), source, config, strategy,
                              features_of)
     unreadable |= lost
     if chief:
       teacher_cache.write_shard(directory, shard, rows)
-      teacher_cache.write_metadata(directory, made, sum(widths), widths, sorted(unreadable))
-    progress.update(stop - first, len(lost))
+      teacher_cache.write_metadata(directory, made, sum(widths), widths, per_shard,
+                                   sorted(unreadable))
+    progress.update(len(images), len(lost))
   progress.update(0, 0, last=True)
   distribute.barrier(strategy)
   if unreadable:
@@ -76,13 +82,8 @@ def run(config: config_lib.Config, source: sources.Source,
           "unreadable_images": len(unreadable)}
 
 
-def _shard_images(shard: int, num_images: int) -> tuple[int, int]:
-  first = shard * teacher_cache.IMAGES_PER_SHARD
-  return first, min(first + teacher_cache.IMAGES_PER_SHARD, num_images)
-
-
-def _images_in(shards: list[int], num_images: int) -> int:
-  return sum(stop - first for first, stop in (_shard_images(s, num_images) for s in shards))
+def _shard_images(shard: int, num_images: int, per_shard: int) -> range:
+  return range(shard * per_shard, min((shard + 1) * per_shard, num_images))
 
 
 def _features_function(frozen: list, strategy: tf.distribute.Strategy):
@@ -96,15 +97,15 @@ def _features_function(frozen: list, strategy: tf.distribute.Strategy):
   return features_of
 
 
-def _shard_rows(first: int, stop: int, count: int, seed: int, dim: int,
+def _shard_rows(images: range, count: int, seed: int, dim: int,
                 source: sources.Source, config: config_lib.Config,
                 strategy: tf.distribute.Strategy, features_of) -> tuple[np.ndarray, set]:
-  """The float16 rows of images [first, stop), and the images that could not be read. The
+  """The float16 rows of `images`' views, and the images that could not be read. The
   pipeline skips an unreadable file, which can shift a batch's tail into the dropped
   remainder: views missing after a pass are tried again alone, until none comes back."""
-  batch = config.data.batch_size
-  rows = np.zeros(((stop - first) * count, dim), np.float16)
-  pending = np.arange(first * count, stop * count, dtype=np.int64)
+  batch, first = config.data.batch_size, images.start * count
+  rows = np.zeros((len(images) * count, dim), np.float16)
+  pending = np.arange(first, images.stop * count, dtype=np.int64)
   while len(pending):
     views = teacher_views.views_of(pending, count, seed, pad_to=batch)
     batches = pipeline.train_batches(views, source.train, config.data, batch).map(
@@ -113,7 +114,7 @@ def _shard_rows(first: int, stop: int, count: int, seed: int, dim: int,
     for images, keys in strategy.experimental_distribute_dataset(batches):
       features, keys = features_of(images, keys)
       keys = keys.numpy()
-      rows[keys - first * count] = features.numpy().astype(np.float16)
+      rows[keys - first] = features.numpy().astype(np.float16)
       received.append(keys)
     left = np.setdiff1d(pending, np.concatenate(received) if received else [])
     if len(left) == len(pending):
