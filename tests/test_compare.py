@@ -153,3 +153,27 @@ def test_every_baseline_row_names_its_recipe(compare):
   options = {"decoupled_epochs": 0, "tau": {}, "epochs": 40}
   crt = compare.RUNS["crt"].flags("/s", 0, options)
   assert "--weight_decay=1e-3" in crt and not any(f.startswith("--decoupled_warmup") for f in crt)
+
+
+def test_cbd_rows_share_one_feature_cache_per_teacher_set(compare, tmp_path, monkeypatch):
+  from cbd_tf.data import teacher_cache  # pylint: disable=import-outside-toplevel
+  options = {"teacher_views": 4, "workdir": str(tmp_path), "flagfile": "f", "overrides": [],
+             "decoupled_epochs": 0}
+  seed_dir = str(tmp_path / "seed_0")
+  cache = str(tmp_path / "teacher_features" / "seed_0-ce+ce_2")
+  flags = compare.RUNS["cbd_ens"].flags(seed_dir, 0, options)
+  assert f"--teacher_features={cache}" in flags
+  assert not any(flag.startswith("--teachers=") for flag in flags)
+  assert compare.RUNS["cbd"].teachers == ("ce",) and compare.RUNS["ce"].teachers == ()
+  calls = []
+  monkeypatch.setattr(compare, "_run_module", lambda module, args: calls.append(args))
+  compare.ensure_features(seed_dir, ("ce", "ce_2"), options)
+  assert calls[0][1:] == [f"--workdir={cache}", "--stage=teacher_features", "--seed=0",
+                          "--teacher_views=4", "--loss=ce", "--init_from=",
+                          f"--teachers={seed_dir}/ce,{seed_dir}/ce_2"]
+  # Made whole once, the cache is used as it is by every later row and call.
+  teacher_cache.write_metadata(cache, {"num_images": 3}, 8, [8], images_per_shard=2)
+  for shard in range(2):
+    open(teacher_cache.shard_path(cache, shard), "wb").close()
+  compare.ensure_features(seed_dir, ("ce", "ce_2"), options)
+  assert len(calls) == 1

@@ -23,6 +23,9 @@ content). That pool has no images of class 0 (the head class uses all of them), 
 sweep scores the mean per-class accuracy of classes 1-9. Data sets without a validation
 split need --tau.
 
+--teacher_views=M: CBD rows train from cached teacher features, one cache per teacher set
+(workdir/teacher_features/) used by every row on it (each seed trains its own teachers).
+
 Writes workdir/compare.md, compare.json and compare.png.
 """
 
@@ -43,6 +46,9 @@ import numpy as np
 
 from cbd_tf import stage_registry
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import compare_figure  # pylint: disable=wrong-import-position  (beside this file)
+
 # The project root: runs start there, so flagfiles include each other by relative paths.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = ("top1", "many", "medium", "few", "ece")
@@ -58,6 +64,7 @@ class Run:
   posthoc_from: str = ""
   recipe: str = "CBD"  # RECIPES
   text: bool = False  # its classifier is a preset's text embeddings: a CLIP / SigLIP preset only
+  teachers: tuple[str, ...] = ()  # a student's teacher runs
 
 
 # The recipes the rows run: each baseline its authors' learning rate at their batch, weight
@@ -96,15 +103,39 @@ def _stage(stage: str, *extra: str, recipe: str = "", on: tuple[str, ...] = ()) 
 
   def flags(seed_dir, seed, options):
     paths = [os.path.join(seed_dir, run) for run in on]
+    teachers = (f"--teacher_features={features_dir(seed_dir, on, options)}"
+                if options.get("teacher_views") else f"--teachers={','.join(paths)}")
     needed = {stage_registry.NEEDS_BACKBONE_RUN: [f"--backbone_from={','.join(paths)}"],
-              stage_registry.NEEDS_TEACHERS: [f"--teachers={','.join(paths)}"]}.get(entry.needs, [])
+              stage_registry.NEEDS_TEACHERS: [teachers]}.get(entry.needs, [])
     # Passes over the data, whatever steps per epoch the flagfile sets.
     epochs = options.get("decoupled_epochs")
     own_epochs = ([f"--decoupled_epochs={epochs}"] if epochs else []) + ["--steps_per_epoch=0"]
     return [f"--stage={stage}", f"--seed={seed}", *needed, *RECIPES[recipe](options),
             *(own_epochs if entry.own_epochs else []), *extra]
   return Run(flags, needs=on, recipe=recipe,
-             text=entry.text_head == stage_registry.TEXT_HEAD_ALWAYS)
+             text=entry.text_head == stage_registry.TEXT_HEAD_ALWAYS,
+             teachers=on if entry.needs == stage_registry.NEEDS_TEACHERS else ())
+
+
+def features_dir(seed_dir: str, teachers: tuple[str, ...], options: dict) -> str:
+  """--teacher_views: the one feature cache of a seed's teacher set, whichever rows use it."""
+  return os.path.join(options["workdir"], "teacher_features",
+                      f"{os.path.basename(seed_dir)}-{'+'.join(teachers)}")
+
+
+def ensure_features(seed_dir: str, teachers: tuple[str, ...], options: dict) -> None:
+  """Caches the features of `teachers` unless done (a partial cache resumes)."""
+  from cbd_tf.data import teacher_cache  # pylint: disable=import-outside-toplevel
+  cache = features_dir(seed_dir, teachers, options)
+  metadata = teacher_cache.read_metadata(cache)
+  if metadata and not teacher_cache.missing_shards(
+      cache, metadata["made_from"]["num_images"], metadata["images_per_shard"]):
+    return
+  _run_module("cbd_tf.train", [
+      f"--flagfile={options['flagfile']}", f"--workdir={cache}", *options["overrides"],
+      "--stage=teacher_features", "--seed=0", f"--teacher_views={options['teacher_views']}",
+      "--loss=ce", "--init_from=",  # a flagfile's teacher settings do not apply
+      f"--teachers={','.join(os.path.join(seed_dir, t) for t in teachers)}"])
 
 
 # Baselines their authors define on a linear layer with bias (classifier-balancing's
@@ -191,6 +222,8 @@ def ensure_run(name: str, seed_dir: str, seed: int, options: dict) -> dict:
   run = RUNS[name]
   for needed in run.needs:
     ensure_run(needed, seed_dir, seed, options)
+  if run.teachers and options.get("teacher_views"):
+    ensure_features(seed_dir, run.teachers, options)
   metrics_path = os.path.join(workdir, "metrics.json")
   if run.posthoc_from and not os.path.exists(metrics_path):
     _reevaluate(os.path.join(seed_dir, run.posthoc_from), workdir,
@@ -270,20 +303,6 @@ def choose_tau(backbone_dir: str, options: dict) -> float | None:
   return tau
 
 
-def summarise(rows: dict[str, list[dict]]) -> dict:
-  """{method: {column: {"mean", "std", "values"}}}, accuracies and ECE in percent."""
-  summary = {}
-  for method, results in rows.items():
-    summary[method] = {}
-    for column in COLUMNS:
-      values = [100 * r[column] for r in results if r.get(column) is not None]
-      summary[method][column] = {
-          "mean": float(np.mean(values)) if values else None,
-          "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-          "values": values}
-  return summary
-
-
 def markdown_table(summary: dict, seeds: list[int]) -> str:
   header = (f"| method (%, mean ± std over seeds {','.join(map(str, seeds))}) | recipe | top-1 "
             "| many | medium | few | ECE |")
@@ -295,40 +314,8 @@ def markdown_table(summary: dict, seeds: list[int]) -> str:
   return "\n".join(lines)
 
 
-def plot(summary: dict, path: str, title: str) -> None:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  methods = list(summary)
-  positions = np.arange(len(methods))
-  figure, (accuracy_axis, ece_axis) = plt.subplots(
-      2, 1, figsize=(13, 8), dpi=110, sharex=True, gridspec_kw={"height_ratios": [2.2, 1]})
-  width = 0.2
-  colours = {"top1": "#333333", "many": "#4c78a8", "medium": "#f58518", "few": "#e45756"}
-  for offset, column in enumerate(("top1", "many", "medium", "few")):
-    means = [summary[m][column]["mean"] or 0.0 for m in methods]
-    spreads = [summary[m][column]["std"] for m in methods]
-    accuracy_axis.bar(positions + (offset - 1.5) * width, means, width, yerr=spreads,
-                      capsize=2, color=colours[column], label=column)
-  accuracy_axis.set_ylabel("test accuracy (%)")
-  accuracy_axis.set_ylim(0, 105)
-  accuracy_axis.legend(ncol=4, loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=9,
-                       frameon=False)
-  accuracy_axis.grid(axis="y", alpha=0.3)
-  accuracy_axis.set_title(f"{title}\n(bars: mean over seeds; whiskers: one standard deviation)",
-                          pad=26)
-  ece_axis.bar(positions, [summary[m]["ece"]["mean"] or 0.0 for m in methods], 0.5,
-               yerr=[summary[m]["ece"]["std"] for m in methods], capsize=2, color="#72b7b2")
-  ece_axis.set_ylabel("ECE, 15 bins (%)\nlower is better")
-  ece_axis.grid(axis="y", alpha=0.3)
-  ece_axis.set_xticks(positions, methods, rotation=30, ha="right", fontsize=9)
-  figure.tight_layout()
-  figure.savefig(path)
-  plt.close(figure)
-
-
 def write_outputs(workdir: str, rows: dict, seeds: list[int], options: dict) -> str:
-  summary = summarise(rows)
+  summary = compare_figure.summarise(rows, COLUMNS)
   table = markdown_table(summary, seeds)
   title = (f"{options['dataset']}: {options['epochs_note']}, seeds {','.join(map(str, seeds))}")
   with open(os.path.join(workdir, "compare.md"), "w") as f:
@@ -336,7 +323,7 @@ def write_outputs(workdir: str, rows: dict, seeds: list[int], options: dict) -> 
   with open(os.path.join(workdir, "compare.json"), "w") as f:
     json.dump({"seeds": seeds, "summary": summary, "tau": options["tau"],
                "tau_sweeps": options["sweeps"], "per_seed": rows}, f, indent=2)
-  plot(summary, os.path.join(workdir, "compare.png"), title)
+  compare_figure.plot(summary, os.path.join(workdir, "compare.png"), title)
   return table
 
 
@@ -365,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "(cRT 10, LWS 5)")
   parser.add_argument("--tau", type=float, default=None, help="fixed tau; default: sweep")
   parser.add_argument("--extra", default="", help="more train flags, space-separated")
+  parser.add_argument("--teacher_views", type=int, default=0,
+                      help="CBD rows: cache each teacher set's features of M views per image "
+                      "once (--stage=teacher_features) and train the students from it; 0: "
+                      "live teachers")
   return parser
 
 
@@ -384,7 +375,8 @@ def main() -> None:
   dataset = flagfile_value("dataset", "data")
   backbone = next((flag.split("=", 1)[1] for flag in reversed(overrides)
                    if flag.startswith("--backbone=")), flagfile_value("backbone", "resnet50"))
-  options = {"flagfile": args.flagfile, "overrides": overrides,
+  options = {"flagfile": args.flagfile, "overrides": overrides, "workdir": workdir,
+             "teacher_views": args.teacher_views,
              "decoupled_epochs": args.decoupled_epochs, "fixed_tau": args.tau, "tau": {},
              "sweeps": {}, "dataset": dataset,
              "epochs": args.epochs or int(flagfile_value("epochs", "90")),
