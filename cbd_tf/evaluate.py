@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import sys
 
+from cbd_tf import console
+
+console.import_tensorflow_quietly()  # first: TensorFlow's start-up lines once at most
+
+# pylint: disable=wrong-import-position
 from cbd_tf import evaluation, flags
+
+PROGRAM = "cbd_tf.evaluate"
 
 # Every other flag is a training setting: given here, it stops the command (it would do nothing).
 FLAGS_READ = {"workdir", "saved_model", "test_time_crops"}
@@ -33,12 +40,12 @@ def main(argv: list[str]) -> None:
     else:
       evaluation.evaluate_directory(values.workdir, crops)
   except ValueError as error:
-    sys.exit(f"cbd_tf.evaluate: error: {error}")
+    flags.exit_with_error(PROGRAM, error)
 
 
 def run() -> None:
   """The cbd-evaluate console script (pyproject.toml)."""
-  flags.run_cli(main, __doc__, FLAGS_READ)
+  flags.run_cli(main, __doc__, FLAGS_READ, PROGRAM)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,14 @@ from __future__ import annotations
 
 import sys
 
+from cbd_tf import console
+
+console.import_tensorflow_quietly()  # first: TensorFlow's start-up lines once at most
+
+# pylint: disable=wrong-import-position
 from cbd_tf import evaluation, flags, serving
+
+PROGRAM = "cbd_tf.export"
 
 # Every other flag is a training setting: given here, it stops the command (it would do nothing).
 FLAGS_READ = {"workdir", "export_dir", "top_k", "max_image_pixels", "max_request_images",
@@ -39,12 +46,12 @@ def main(argv: list[str]) -> None:
     print(serving.export_run(values.workdir, values.export_dir, values.top_k,
                              values.max_image_pixels, values.max_request_images, tau, crops))
   except ValueError as error:
-    sys.exit(f"cbd_tf.export: error: {error}")
+    flags.exit_with_error(PROGRAM, error)
 
 
 def run() -> None:
   """The cbd-export console script (pyproject.toml)."""
-  flags.run_cli(main, __doc__, FLAGS_READ)
+  flags.run_cli(main, __doc__, FLAGS_READ, PROGRAM)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,13 @@ on the command line after `--flagfile` override it.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 
 from absl import app, flags
 
 from cbd_tf import config as config_lib
-from cbd_tf import stage_registry
+from cbd_tf import console, errors, stage_registry
 
 # Config section -> its dataclass; "" holds the top-level fields (stage, workdir, seed).
 SECTIONS = {"": config_lib.Config, "data": config_lib.DataConfig,
@@ -58,6 +59,15 @@ for _, _field, _field_type in _flag_fields():
 
 # A flag of one CLI, not a setting of a run.
 flags.DEFINE_string("saved_model", None, "cbd_tf.evaluate: evaluate this SavedModel export.")
+# Flags of every command (cbd_tf/console.py, cbd_tf/errors.py): how it talks, not what it does.
+flags.DEFINE_enum(console.FLAG, None, list(console.VERBOSITIES),
+                  "TensorFlow's own log lines (and other libraries') shown: info brings back "
+                  "TensorFlow's start-up and INFO lines (start-up lines once). Default: what "
+                  "TF_CPP_MIN_LOG_LEVEL says, else error. cbd_tf's own lines always show.")
+flags.DEFINE_bool("traceback", False, "A user error (a preset that cannot be downloaded, a "
+                  "damaged file, a held lock, ...) stops the command with its traceback, not "
+                  "one line.")
+COMMAND_FLAGS = {console.FLAG, "traceback"}
 # Older names, kept for older flagfiles: flag -> (setting flag, value it means).
 ALIASES = {"freeze_backbone": ("backbone_tuning", "frozen")}
 flags.DEFINE_bool("freeze_backbone", False, "Same as --backbone_tuning=frozen.")
@@ -86,18 +96,36 @@ def help_text(usage: str, names: set[str] | None = None) -> str:
           f"  --{name} (default: {default!r}){stages}\n      {FLAGS[name].help}")
   for name in sorted((names or set()) - {f.metadata["flag"] for _, f, _ in _flag_fields()}):
     groups.setdefault("command", []).append(f"  --{name}\n      {FLAGS[name].help}")
+  for name in sorted(COMMAND_FLAGS):
+    groups.setdefault("console", []).append(
+        f"  --{name} (default: {FLAGS[name].default!r})\n      {FLAGS[name].help}")
   sections = [f"{title}:\n" + "\n".join(lines) for title, lines in groups.items()]
   return usage.strip() + "\n\n" + "\n\n".join(sections) + \
       "\n\n--flagfile=FILE reads flags from a file; --helpfull lists absl's own flags too.\n"
 
 
-def run_cli(main, usage: str, names: set[str] | None = None) -> None:
-  """absl's app.run, with --help / -h printing help_text."""
-  import sys  # pylint: disable=import-outside-toplevel
+def run_cli(main, usage: str, names: set[str] | None, program: str) -> None:
+  """absl's app.run, with --help / -h printing help_text, the console --tf_verbosity asks
+  for, and a user error (errors.UserError) as one line "`program`: error: ..."."""
   if any(argument in ("--help", "-h") for argument in sys.argv[1:]):
     print(help_text(usage, names))
     sys.exit(0)
-  app.run(main)
+
+  def run_main(argv):
+    console.configure(FLAGS[console.FLAG].value)
+    try:
+      main(argv)
+    except errors.UserError as error:
+      exit_with_error(program, error)
+  app.run(run_main)
+
+
+def exit_with_error(program: str, error: Exception) -> typing.NoReturn:
+  """Stops the command with the one line "`program`: error: `error`"; with --traceback,
+  raises `error` (call it in the except clause that caught it)."""
+  if FLAGS.traceback:
+    raise error
+  sys.exit(f"{program}: error: {error}")
 
 
 def unexpected_flag_error(program: str, allowed: set[str]) -> str | None:
@@ -108,7 +136,8 @@ def unexpected_flag_error(program: str, allowed: set[str]) -> str | None:
   if renamed:
     return f"cbd_tf.{program}: error: {renamed}"
   unexpected = sorted(name for name, flag in defined
-                      if name == flag.name and flag.present and name not in allowed
+                      if name == flag.name and flag.present
+                      and name not in allowed | COMMAND_FLAGS
                       and FLAGS.find_module_defining_flag(name) == __name__)
   if not unexpected:
     return None

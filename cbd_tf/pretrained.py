@@ -27,7 +27,7 @@ import tensorflow as tf
 from absl import logging
 
 from cbd_tf import config as config_lib
-from cbd_tf import run_checks, run_dir, run_models, teachers
+from cbd_tf import errors, run_checks, run_dir, run_files, run_models, teachers
 from cbd_tf.data import class_names, sources
 from cbd_tf.models import keras_hub_backbone, text_classifier
 from cbd_tf.models.classifier import Classifier
@@ -99,7 +99,8 @@ def fetch_presets(student: config_lib.Config) -> None:
 
 
 def check_init_from(path: str) -> None:
-  """ValueError before any work if --init_from names nothing loadable."""
+  """ValueError before any work if --init_from names nothing loadable (errors.DamagedFile:
+  a damaged file)."""
   if os.path.isdir(path):
     run_checks.check_trained(path)
   elif not os.path.isfile(path):
@@ -107,6 +108,10 @@ def check_init_from(path: str) -> None:
   elif not path.endswith((".keras", ".weights.h5")):
     raise ValueError(f"--init_from={path!r} is not a .weights.h5 file, a .keras file or a run "
                      "directory")
+  elif path.endswith(".weights.h5"):
+    run_files.check_weights_file(path)
+  else:
+    run_files.check_keras_file(path)
 
 
 def load_backbone_weights(backbone: keras.layers.Layer, path: str) -> None:
@@ -123,7 +128,11 @@ def load_backbone_weights(backbone: keras.layers.Layer, path: str) -> None:
   if os.path.isdir(path):
     donor = run_models.load_classifier(path)[0].backbone
   else:
-    model = keras.models.load_model(path, compile=False)
+    try:
+      model = keras.models.load_model(path, compile=False)
+    except (OSError, KeyError, TypeError, ValueError) as error:  # a .keras file Keras cannot read
+      raise errors.DamagedFile(f"--init_from={path!r}: Keras cannot load it: "
+                               f"{(str(error).strip().splitlines() or [''])[0]}") from error
     donor = model.backbone if isinstance(model, Classifier) else model
   # An adapter starts as the identity, whatever the donor had: only the pretrained weights.
   ours = [v for v in backbone.weights if id(v) not in added]

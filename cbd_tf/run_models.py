@@ -58,5 +58,10 @@ def load_classifier(directory: str) -> tuple[Classifier, config_lib.Config]:
   config = config_lib.Config.load(os.path.join(directory, CONFIG))
   class_names, _ = run_files.read_classes(directory)
   model = build_classifier(config, len(class_names), directory)
-  model.load_weights(os.path.join(directory, FINAL_WEIGHTS))
+  weights = os.path.join(directory, FINAL_WEIGHTS)
+  try:
+    model.load_weights(weights)
+  except (OSError, KeyError, RuntimeError, ValueError):
+    run_files.check_weights_file(weights)  # errors.DamagedFile naming it, if it is damaged
+    raise
   return model, config

@@ -109,14 +109,20 @@ class ServingModule(tf.Module):
 def export_saved_model(classifier, export_dir: str, class_names, train_counts,
                        config: config_lib.Config, top_k: int = 5,
                        warmup_images: Sequence[bytes] = (), posthoc_tau: float = 0.0) -> str:
-  """Writes the SavedModel to `export_dir` (replacing it atomically) and returns the path.
+  """Writes the SavedModel to `export_dir` (replacing it atomically) and returns the path;
+  run_files.WriteError if its directory cannot be written.
   `warmup_images` (encoded) make TF Serving's warm-up record (serving_warmup.py);
   `posthoc_tau` bakes Menon et al.'s logits - tau * log prior into the probabilities."""
   if top_k < 1:
     raise ValueError(f"top_k must be >= 1, got {top_k}")
   parent = os.path.dirname(os.path.abspath(export_dir))
-  os.makedirs(parent, exist_ok=True)
-  with tempfile.TemporaryDirectory(dir=parent) as staging:
+  try:
+    os.makedirs(parent, exist_ok=True)
+    staging_directory = tempfile.TemporaryDirectory(dir=parent)
+  except OSError as error:
+    raise run_files.WriteError(f"could not write the export {export_dir}: "
+                               f"{error.strerror or error}") from error
+  with staging_directory as staging:
     asset_dir = os.path.join(staging, "asset_sources")
     os.makedirs(asset_dir)
     with open(os.path.join(asset_dir, run_dir.CLASS_NAMES_ASSET), "w") as f:

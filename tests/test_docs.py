@@ -36,7 +36,7 @@ from tests import helpers
 OUTSIDE_FLAGS = {"rest_api_port", "model_name", "model_base_path", "mount", "all", "dir",
                  "logdir"}
 # absl's own.
-ABSL_FLAGS = {"flagfile", "help", "helpfull"}
+ABSL_FLAGS = {"flagfile", "help", "helpfull", "verbosity"}
 SNIPPET_TIMEOUT_S = 600
 
 

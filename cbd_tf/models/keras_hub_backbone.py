@@ -28,6 +28,7 @@ import os
 
 import keras
 
+from cbd_tf import errors
 from cbd_tf.config import ADAPTER_TUNINGS
 from cbd_tf.config import PRESET_PREFIX as PREFIX
 from cbd_tf.models import adapters
@@ -142,8 +143,8 @@ class KerasHubBackbone(keras.Model):
       converter = keras_hub.layers.ImageConverter.from_preset(preset)
     except Exception as error:  # pylint: disable=broad-except  (network, cache, format)
       first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-      raise ValueError(f"could not load keras_hub preset {preset!r} from {_where(preset)}: "
-                       f"{first_line}") from None
+      raise errors.PresetUnavailable(f"could not load keras_hub preset {preset!r} from "
+                                     f"{_where(preset)}: {first_line}") from error
     image_model, projection, pooling = _image_part(backbone)
     return cls(converter, image_model, pooling, projection=projection, preset=preset,
                name="keras_hub_backbone", **tuning)

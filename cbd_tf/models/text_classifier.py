@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from cbd_tf import errors
 from cbd_tf.config import IMAGENET_PROMPT_ENSEMBLE
 from cbd_tf.models import heads, keras_hub_backbone
 from cbd_tf.models.classifier import Classifier
@@ -65,8 +66,8 @@ def check_text_preset(preset: str) -> None:
   try:
     backbone_class = preset_utils.get_preset_loader(preset).check_backbone_class()
   except Exception as error:  # pylint: disable=broad-except  (network, cache, format)
-    raise ValueError(f"could not read keras_hub preset {preset!r}: {_first_line(error)}"
-                     ) from None
+    raise errors.PresetUnavailable(f"could not read keras_hub preset {preset!r}: "
+                                   f"{_first_line(error)}") from error
   if not issubclass(backbone_class, tuple(_text_families())):
     raise ValueError(_no_text(preset, backbone_class.__name__))
 
@@ -88,8 +89,8 @@ def load_text_model(preset: str):
   try:
     backbone = keras_hub.models.Backbone.from_preset(preset)
   except Exception as error:  # pylint: disable=broad-except  (network, cache, format)
-    raise ValueError(f"could not load keras_hub preset {preset!r}: {_first_line(error)}"
-                     ) from None
+    raise errors.PresetUnavailable(f"could not load keras_hub preset {preset!r}: "
+                                   f"{_first_line(error)}") from error
   preprocessors = [preprocessor for family, preprocessor in _text_families().items()
                    if isinstance(backbone, family)]
   if not preprocessors:
@@ -98,8 +99,9 @@ def load_text_model(preset: str):
     # Text only: SigLIP's preprocessor would also run its image converter on no images.
     preprocessor = preprocessors[0].from_preset(preset, image_converter=None)
   except Exception as error:  # pylint: disable=broad-except
-    raise ValueError(f"keras_hub preset {preset!r} has no usable tokenizer / preprocessor "
-                     f"for its text encoder: {_first_line(error)}") from None
+    raise errors.PresetUnavailable(f"keras_hub preset {preset!r} has no usable tokenizer / "
+                                   f"preprocessor for its text encoder: {_first_line(error)}"
+                                   ) from error
   return backbone, preprocessor
 
 
