@@ -70,6 +70,8 @@ STUDENT = "student"
 # A pipeline's teacher-feature cache (--teacher_views), the --workdir of its
 # --stage=teacher_features run.
 TEACHER_FEATURES = "teacher_features"
+# What a --stage=teacher_features run did: images, views, bytes, images/s.
+TEACHER_FEATURES_RECORD = "teacher_features.json"
 COMPARISON = "comparison.json"
 COMPARISON_TEXT = "comparison.txt"
 

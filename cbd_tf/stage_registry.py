@@ -87,7 +87,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("teacher_features", "the --teachers' features of --teacher_views views of every "
           "training image, cached for students", "cbd_tf.stages.teacher_features",
           needs=NEEDS_TEACHERS, settings=("teachers", "teacher_views"),
-          run_files=(run_dir.PRESET_TEACHERS,), runs_itself=True),
+          run_files=(run_dir.PRESET_TEACHERS, run_dir.TEACHER_FEATURES_RECORD),
+          runs_itself=True),
     Stage("pipeline", "the --teacher_specs teachers, then the student, in one directory",
           "cbd_tf.stages.pipeline", needs=NEEDS_TEACHER_SPECS,
           settings=("teachers", "init_from", "student_backbone", "teacher_specs",

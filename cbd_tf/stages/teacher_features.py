@@ -16,7 +16,7 @@ import tensorflow as tf
 from absl import logging
 
 from cbd_tf import config as config_lib
-from cbd_tf import distiller, distribute, run_dir, teachers
+from cbd_tf import distiller, distribute, run_dir, run_files, teachers
 from cbd_tf.data import pipeline, source_cache, sources, teacher_cache, teacher_views
 
 PROGRESS_SECONDS = 10.0
@@ -29,8 +29,8 @@ def check(config: config_lib.Config, source: sources.Source) -> None:
 
 def run(config: config_lib.Config, source: sources.Source,
         strategy: tf.distribute.Strategy | None = None) -> dict:
-  """Caches what is missing; returns {images, views, dim, bytes, images_per_second,
-  unreadable_images}."""
+  """Caches what is missing; returns (and writes to teacher_features.json) {images, views,
+  dim, bytes, images_cached_now, images_per_second, unreadable_images}."""
   strategy = strategy or tf.distribute.get_strategy()
   chief = distribute.is_chief(strategy)
   count, seed, directory = config.distill.teacher_views, config.seed, config.workdir
@@ -76,10 +76,14 @@ def run(config: config_lib.Config, source: sources.Source,
     logging.warning("teacher features: %d training images could not be read; their rows are "
                     "0 (listed in %s)", len(unreadable),
                     os.path.join(directory, teacher_cache.METADATA))
-  return {"images": num_images, "views": count, "dim": sum(widths),
-          "bytes": num_images * count * sum(widths) * 2,
-          "images_per_second": round(progress.rate(), 2),
-          "unreadable_images": len(unreadable)}
+  result = {"images": num_images, "views": count, "dim": sum(widths),
+            "bytes": num_images * count * sum(widths) * 2,
+            "images_cached_now": progress.cached_now,
+            "images_per_second": round(progress.rate(), 2),
+            "unreadable_images": len(unreadable)}
+  if chief:
+    run_files.write_json(os.path.join(directory, run_dir.TEACHER_FEATURES_RECORD), result)
+  return result
 
 
 def _shard_images(shard: int, num_images: int, per_shard: int) -> range:

@@ -19,7 +19,7 @@ def test_bench_sampling_tiny_prints_a_row_per_method():
   assert result.returncode == 0, result.stderr[-3000:]
   rows = table_rows(result.stdout)
   assert [row.split("|")[1].strip() for row in rows] == [
-      "index", "per_class", "rejection", "resample"]
+      "index", "per_class", "rejection", "resample", "resample_stream"]
   index_row = rows[0].split("|")
   assert float(index_row[6]) == 1.0  # reads per example
   assert float(rows[2].split("|")[6]) > 5  # rejection reads many records per example
@@ -31,9 +31,10 @@ def test_bench_train_step_tiny_prints_ratios():
   rows = table_rows(result.stdout)
   names = [row.split("|")[1].strip() for row in rows]
   assert names == ["stage one", "teacher forward", "student alone, K=1",
-                   "teacher_features, K=1", "stage two, K=1"]
+                   "teacher_features, K=1", "stage two, K=1", "cached, K=1"]
+  assert float(rows[-2].split("|")[5].split()[0].strip("*")) > 0
   assert float(rows[-1].split("|")[5].split()[0].strip("*")) > 0
-  assert "worst CPU ratio" in result.stdout
+  assert "worst live ratio" in result.stdout and "worst cached / stage one" in result.stdout
 
 
 def test_bench_prepare_tiny_prints_the_one_time_work():
@@ -87,3 +88,15 @@ def test_measure_tuning_tiny_prints_tunings_and_students(tmp_path):
   assert [row[1].strip() for row in rows[2:]] == [
       "student of adaptformer_ce", "student of a ResNet-8 from scratch",
       "ResNet-8 teacher from scratch"]
+
+
+@pytest.mark.slow  # five tiny runs in subprocesses: about a minute
+def test_measure_teacher_views_tiny_prints_live_and_cached_rows(tmp_path):
+  result = helpers.run_tool("measure_teacher_views.py", "--tiny", f"--workdir={tmp_path}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [row.split("|") for row in table_rows(result.stdout)
+          if not row.startswith(("| teacher features", "| M "))]
+  assert [row[1].strip() for row in rows] == ["live teachers", "cached, M = 2", "2"]
+  assert 0 <= float(rows[1][2].split("±")[0]) <= 100
+  assert float(rows[2][2].replace(",", "")) > 0  # caching images/s
+  assert rows[2][4].strip() == "256 bytes"  # two 64-wide teachers in float16
