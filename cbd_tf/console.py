@@ -154,3 +154,5 @@ def configure(verbosity: str | None) -> None:
   for old in [f for f in handler.filters if isinstance(f, _TheirsBelow)]:
     handler.removeFilter(old)
   handler.addFilter(_TheirsBelow(level))
+  # TensorFlow's Python logger has a handler of its own ("INFO:tensorflow:Assets written to").
+  logging.getLogger("tensorflow").setLevel(level)

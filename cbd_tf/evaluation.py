@@ -16,7 +16,7 @@ import tensorflow as tf
 from absl import logging
 
 from cbd_tf import config as config_lib
-from cbd_tf import long_tail_losses, metrics, report, run_checks, run_dir
+from cbd_tf import errors, long_tail_losses, metrics, report, run_checks, run_dir
 from cbd_tf import run_files, run_models, serving
 from cbd_tf.data import pipeline, sources
 
@@ -155,10 +155,18 @@ def evaluate_saved_model(export_dir: str, test_time_crops: int | None = None) ->
   """Metrics of an export's predict_images signature on the test split it was trained for,
   with the export's test-time crops (or `test_time_crops`)."""
   serving.check_export(export_dir)
-  _, train_counts, config = serving.read_export_assets(export_dir)
+  try:
+    _, train_counts, config = serving.read_export_assets(export_dir)
+  except OSError as error:
+    raise errors.DamagedFile(f"{export_dir} is damaged: {error.strerror or error}: "
+                             f"{error.filename}") from error
   config = config.with_test_time_crops(test_time_crops)
   source = matching_source(config.data, train_counts, export_dir)
-  predict = tf.saved_model.load(export_dir).signatures["predict_images"]
+  try:
+    predict = tf.saved_model.load(export_dir).signatures["predict_images"]
+  except (OSError, KeyError, tf.errors.OpError) as error:
+    raise errors.DamagedFile(f"{export_dir} is damaged: not a SavedModel cbd_tf.export wrote "
+                             f"({(str(error).strip().splitlines() or [''])[0]})") from error
   # Log-probabilities are logits whose softmax is the export's probabilities (for ECE); their
   # mean over test-time crops differs from the mean logits by a constant per image, so it
   # ranks and calibrates as serving_default's crop-averaged logits do.

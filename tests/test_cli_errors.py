@@ -125,6 +125,15 @@ def test_damaged_weights_met_by_evaluate_and_export_are_one_line(trained_run, tm
   assert not os.path.exists(tmp_path / "export")
 
 
+def test_damaged_export_met_by_evaluate_is_one_line(trained_run, tmp_path, monkeypatch):
+  from cbd_tf import serving  # pylint: disable=import-outside-toplevel
+  export = serving.export_run(trained_run, str(tmp_path / "export"))
+  _truncate(os.path.join(export, "saved_model.pb"))
+  assert _run_command(monkeypatch, "evaluate", f"--saved_model={export}").startswith(
+      f"cbd_tf.evaluate: error: {export} is damaged: not a SavedModel cbd_tf.export wrote "
+      f"(Cannot parse file")
+
+
 def test_export_to_a_directory_that_cannot_be_written_is_one_line(trained_run, tmp_path,
                                                                  monkeypatch):
   blocker = tmp_path / "a_file"
