@@ -90,7 +90,6 @@ def test_measure_tuning_tiny_prints_tunings_and_students(tmp_path):
       "ResNet-8 teacher from scratch"]
 
 
-@pytest.mark.slow  # five tiny runs in subprocesses: about a minute
 def test_measure_teacher_views_tiny_prints_live_and_cached_rows(tmp_path):
   result = helpers.run_tool("measure_teacher_views.py", "--tiny", f"--workdir={tmp_path}")
   assert result.returncode == 0, result.stderr[-3000:]
