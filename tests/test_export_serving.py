@@ -111,12 +111,20 @@ def test_request_over_the_image_limit_is_refused(exports):
   assert serve(signature, small)["probabilities"].shape == (1, 4)
 
 
-def test_decompression_bomb_is_refused_before_it_is_decoded(exports):
-  signature, _ = exports["default"]
+def test_decompression_bomb_is_refused_before_it_is_decoded(exports, tmp_path):
+  signature, directory = exports["default"]
   with pytest.raises(tf.errors.InvalidArgumentError,
                      match=r"image of 20000 x 20000 pixels is over the limit of 89478485"):
     serve(signature, bomb_jpeg())
   assert serve(signature, fakes.image_bytes("bmp"))["probabilities"].shape == (1, 4)
+  # Nothing decoded: with 300 MB of address space left, decoding a 12000 x 12000 bomb (432 MB
+  # as uint8; under TF's own JPEG size cap, which refuses 20000 x 20000 itself) before the
+  # check would end out of memory (as it does through an export whose limit lets it in).
+  bomb = fakes.write_file(tmp_path / "bomb.jpg", bomb_jpeg(12_000, 12_000))
+  result = helpers.run_script("serve_under_memory_limit", directory, str(bomb), "300")
+  assert result["allocation_refused"]  # the cap bites
+  assert result["outcome"].startswith("refused: "), result
+  assert "image of 12000 x 12000 pixels is over the limit of 89478485" in result["outcome"]
 
 
 def test_warmup_record_holds_serving_default_requests_that_replay(exports):
