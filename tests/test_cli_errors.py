@@ -163,3 +163,28 @@ def test_a_run_file_that_cannot_be_written_names_it(tmp_path):
   with pytest.raises(run_files.WriteError,
                      match=f"^could not write {path}: No such file or directory"):
     run_files.write_json(path, {})
+
+
+def test_compare_passes_a_commands_one_line_error_on_and_a_bugs_traceback(monkeypatch):
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.spec_from_file_location(
+      "compare_tool", os.path.join(helpers.ROOT, "tools", "compare.py"))
+  compare = importlib.util.module_from_spec(spec)
+  monkeypatch.setitem(sys.modules, "compare_tool", compare)
+  spec.loader.exec_module(compare)
+  stderr = {"user": "I1207 training teacher\ncbd_tf.train: error: could not load keras_hub "
+                    "preset 'x'\n",
+            "bug": "Traceback (most recent call last):\n  File ...\nKeyError: 'a bug'\n"}
+  for kind, text in stderr.items():
+    monkeypatch.setattr(subprocess, "run", lambda *a, output=text, **k: (
+        subprocess.CompletedProcess(a, 1, stdout="", stderr=output)))
+    with pytest.raises(RuntimeError) as raised:
+      compare._run_module("cbd_tf.train", ["--stage=teacher"])  # pylint: disable=protected-access
+    if kind == "user":
+      assert isinstance(raised.value, compare.CommandFailed)
+      assert str(raised.value) == ("cbd_tf.train --stage=teacher failed: cbd_tf.train: error: "
+                                   "could not load keras_hub preset 'x'")
+    else:
+      assert not isinstance(raised.value, compare.CommandFailed)
+      assert "Traceback" in str(raised.value) and "KeyError: 'a bug'" in str(raised.value)

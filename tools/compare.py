@@ -209,10 +209,18 @@ METHODS = {
 }
 
 
+class CommandFailed(RuntimeError):
+  """A command stopped on a user error (cbd_tf/errors.py): its one line is the whole story."""
+
+
 def _run_module(module: str, arguments: list[str]) -> None:
   result = subprocess.run([sys.executable, "-m", module, *arguments], cwd=ROOT,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   if result.returncode:
+    last = (result.stderr.strip().splitlines() or [""])[-1]
+    if last.startswith(f"{module}: error: "):
+      raise CommandFailed(f"{module} {' '.join(arguments)} failed: {last}")
+    # Anything else is a bug: its traceback.
     raise RuntimeError(f"{module} {' '.join(arguments)} failed:\n{result.stderr[-3000:]}")
 
 
@@ -401,4 +409,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  try:
+    main()
+  except CommandFailed as failed:
+    sys.exit(f"compare: error: {failed}")
