@@ -16,7 +16,7 @@ import json
 import os
 from typing import Any
 
-from cbd_tf import config_migrations, stage_registry
+from cbd_tf import config_migrations, errors, stage_registry
 from cbd_tf.choices import (  # pylint: disable=unused-import  (re-exported)
     ADAPTER_TUNINGS, AUGMENTATION_ALIASES, AUGMENTATIONS, BACKBONE_TUNINGS,
     DEFAULT_WARMUP_EPOCHS, HEAD_INITS, HEADS, IMAGENET_PROMPT_ENSEMBLE, MIXED_PRECISION,
@@ -396,6 +396,6 @@ class Config:
       try:
         values = json.load(f)
       except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is damaged: not JSON ({error})") from None
+        raise errors.DamagedFile(f"{path} is damaged: not JSON ({error})") from error
     return cls.from_dict(values)
 
