@@ -99,3 +99,12 @@ def test_measure_teacher_views_tiny_prints_live_and_cached_rows(tmp_path):
   assert 0 <= float(rows[1][2].split("±")[0]) <= 100
   assert float(rows[2][2].replace(",", "")) > 0  # caching images/s
   assert rows[2][4].strip() == "256 bytes"  # two 64-wide teachers in float16
+
+
+def test_bench_teacher_features_tiny_reads_rows():
+  result = helpers.run_tool("bench_teacher_features.py", "--tiny")
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = {row.split("|")[1].strip(): row.split("|")[3] for row in table_rows(result.stdout)}
+  assert list(rows) == ["cache", "read", "memory"]
+  assert "1,024 bytes per image per view" in rows["cache"]
+  assert float(rows["read"].split()[0].replace(",", "")) > 0
