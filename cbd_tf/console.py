@@ -62,20 +62,19 @@ def import_tensorflow_quietly(argv: list[str] | None = None) -> None:
     return
   with tempfile.TemporaryFile() as captured:
     os.dup2(captured.fileno(), 2)
+    failed = True
     try:
       import tensorflow  # pylint: disable=import-outside-toplevel,unused-import,redefined-outer-name
-    except BaseException:
-      verbosity = "info"  # the import failed: everything it printed may matter
-      raise
+      failed = False
     finally:
       sys.stderr.flush()
       os.dup2(saved, 2)
       os.close(saved)
       captured.seek(0)
-      kept = startup_lines(captured.read().decode("utf-8", "replace"), verbosity)
-      if kept:
-        sys.stderr.write("".join(kept))
-        sys.stderr.flush()
+      text = captured.read().decode("utf-8", "replace")
+      # An import that failed: all it printed, as it printed it.
+      sys.stderr.write(text if failed else "".join(startup_lines(text, verbosity)))
+      sys.stderr.flush()
 
 
 def startup_lines(text: str, verbosity: str) -> list[str]:
@@ -93,7 +92,7 @@ def startup_lines(text: str, verbosity: str) -> list[str]:
     elif line.startswith(_ABSL_NOTICE):
       key = line
       keep = verbosity == "info" and key not in seen
-    elif _PYTHON_WARNING.match(line) or not kept and not seen:
+    elif _PYTHON_WARNING.match(line) or not seen:  # a line of its own
       key = line
       keep = key not in seen
     else:
@@ -107,14 +106,17 @@ def startup_lines(text: str, verbosity: str) -> list[str]:
 def requested_verbosity(argv: list[str]) -> str | None:
   """The last --tf_verbosity in `argv` and the flagfiles it names (as absl reads them:
   a flagfile's lines where it stands), or None."""
-  value = None
+  value, flagfiles = None, set()
   arguments = list(argv[1:])
   while arguments:
     argument = arguments.pop(0)
     if argument == "--":
       break
     if argument.startswith("--flagfile="):
-      arguments[:0] = _flagfile_lines(argument.split("=", 1)[1])
+      path = argument.split("=", 1)[1]
+      if path not in flagfiles:  # one that includes itself: absl names it
+        flagfiles.add(path)
+        arguments[:0] = _flagfile_lines(path)
     elif argument.startswith(f"--{FLAG}="):
       value = argument.split("=", 1)[1]
     elif argument == f"--{FLAG}" and arguments:

@@ -53,6 +53,9 @@ def test_the_verbosity_is_read_from_the_command_line_and_its_flagfiles(tmp_path)
   assert console.requested_verbosity(["train", "--tf_verbosity=info",
                                       f"--flagfile={outer}"]) == "warning"
   assert console.requested_verbosity(["train", "--epochs=2"]) is None
+  looped = tmp_path / "looped.flags"
+  looped.write_text(f"--tf_verbosity=fatal\n--flagfile={looped}\n")
+  assert console.requested_verbosity(["train", f"--flagfile={looped}"]) == "fatal"
 
 
 def _run(tmp_path, *args):
