@@ -49,7 +49,8 @@ class DataConfig:
       "resample (the reference's copies in a row + 1,000-record shuffle buffer). index is the "
       "default: it draws independently, while resample repeats 12.5% (ImageNet-LT-like) / "
       "15.2% (iNaturalist-like) of a 128-batch against 0.3% / 0.1% for independent draws. "
-      "Only index resumes in constant time; the others skip to the resumed step.",
+      "index and resample resume in constant time; per_class and rejection skip to the "
+      "resumed step.",
       choices=SAMPLING_METHODS)
   augmentation: str = setting(
       "standard", "augmentation",

@@ -9,10 +9,10 @@ from tests import helpers  # numpy only: TensorFlow is imported after the line b
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-# The reference-only stream samplers (cbd_tf/data/stream_sampling.py), which training never
-# uses, read thousands of records per check: tests parametrised over them run in the full
-# suite only, like the tests marked `slow` where they are defined.
-REFERENCE_STREAM_METHODS = ("rejection", "resample")
+# The reference-only rejection sampler (cbd_tf/data/stream_sampling.py), which training
+# never uses, reads thousands of records per check: tests parametrised over it run in the
+# full suite only, like the tests marked `slow` where they are defined.
+REFERENCE_STREAM_METHODS = ("rejection",)
 
 
 def pytest_collection_modifyitems(items):

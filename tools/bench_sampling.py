@@ -1,14 +1,19 @@
-"""Benchmark of the four sampling methods on ImageNet-LT-like and iNaturalist-2018-like counts.
+"""Benchmark of the sampling methods on ImageNet-LT-like and iNaturalist-2018-like counts.
 
   python tools/bench_sampling.py                  # full tables, ~5 minutes on 2 cores
   python tools/bench_sampling.py --tiny           # seconds; what the test suite runs
   python tools/bench_sampling.py --methods index --profiles inaturalist_2018
   python tools/bench_sampling.py --methods index --start_step 10000000   # a resumed run
+  python tools/bench_sampling.py --methods resample,resample_stream        # before / after
+
+`resample_stream` is `resample` through sample_stream (a source without random access):
+the tf.data implementation `resample` used over a split before positional_resample.py.
 
 One markdown row per (method, class profile). Each row is measured in a fresh subprocess
 so the memory numbers are clean (--tiny runs them in-process). Columns:
   setup s      sample_indices() until the first batch of 128 comes out (at --start_step:
-               constant for index, linear in the step for the others, which skip to it)
+               constant for index and resample, linear in the step for the others,
+               which skip to it)
   indices/s    steady-state rate, batches of 128, for --seconds
   peak RSS MB  growth of the peak resident set over the process after importing TF
   reads/ex     records the method reads per index it emits (random access: 1)
@@ -36,7 +41,9 @@ PROFILES = {
     "inaturalist_2018": (8142, 1000, 2, 437_513),
 }
 TINY_PROFILES = {"tiny": (100, 200, 2, None)}
-METHODS = ("index", "per_class", "rejection", "resample")
+# resample_stream: `resample` over a source without random access (sampling.sample_stream):
+# the reference's tf.data ops, which `resample` over a split replaced (positional_resample.py).
+METHODS = ("index", "per_class", "rejection", "resample", "resample_stream")
 BATCH = 128
 MIN_EXPECTED_PER_BIN = 20
 
@@ -114,8 +121,9 @@ def records_read_per_example(counts, labels, policy, method, progress, emitted):
   shuffle buffer's initial fill does not count."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from cbd_tf.data import sampling  # pylint: disable=import-outside-toplevel
-  if method in ("index", "per_class"):
+  if method in ("index", "per_class", "resample"):
     return 1.0
+  method = "resample" if method == "resample_stream" else method
   reads = tf.Variable(0, dtype=tf.int64)
   label_tensor = tf.constant(labels)
 
@@ -135,6 +143,17 @@ def records_read_per_example(counts, labels, policy, method, progress, emitted):
   return (int(reads.numpy()) - start) / (measured * BATCH)
 
 
+def shuffled_passes_resampled(labels, counts, policy, progress, start):
+  """Indices of sample_stream's `resample` over the split in a fresh order each pass."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from cbd_tf.data import sampling  # pylint: disable=import-outside-toplevel
+  label_tensor = tf.constant(labels)
+  source = tf.data.Dataset.range(len(labels)).shuffle(len(labels), seed=1).map(
+      lambda index: (index, tf.gather(label_tensor, index)))
+  stream = sampling.sample_stream(source, counts, policy, "resample", seed=0, progress=progress)
+  return stream.map(lambda index, label: index).skip(start)
+
+
 def measure(method: str, profile: str, policy: str, progress, seconds: float,
             tiny: bool, start_step: int = 0) -> dict:
   from cbd_tf.data import sampling  # pylint: disable=import-outside-toplevel
@@ -144,9 +163,12 @@ def measure(method: str, profile: str, policy: str, progress, seconds: float,
   reset_peak_rss()
   rss_before, _ = rss_and_peak_mb()
   start = time.perf_counter()
-  dataset = sampling.sample_indices(labels, policy, method=method, seed=0,
-                                    num_classes=len(counts), progress=progress,
-                                    start=start_step * BATCH)
+  if method == "resample_stream":
+    dataset = shuffled_passes_resampled(labels, counts, policy, progress, start_step * BATCH)
+  else:
+    dataset = sampling.sample_indices(labels, policy, method=method, seed=0,
+                                      num_classes=len(counts), progress=progress,
+                                      start=start_step * BATCH)
   stream = iter(dataset.batch(BATCH).prefetch(2))  # as the training pipeline consumes it
   batches = [next(stream).numpy()]
   setup = time.perf_counter() - start

@@ -14,30 +14,40 @@ distribution exactly in expectation:
              example in the class), every example drawn independently; needs random access.
              At 8,142 classes (tools/bench_sampling.py, 2 shared CPU cores): one argsort,
              < 1 s setup, ~0.5M/s, ~40 MB.
-  per_class, rejection, resample
-             the reference methods, in stream_sampling.py with their costs: 50x
-             (per_class, after ~1 minute of setup) to 1,600x (rejection) fewer draws per
-             second, and `resample` repeats tail images inside a batch.
+  resample   the paper configs' stream: the reference's over/under-sampling, floor(r) +
+             Bernoulli copies of each record in a row (r = p_c / (n_c / N)), spread by a
+             1,000-record shuffle buffer, so tail images repeat inside a batch (12.5% of a
+             128-batch at ImageNet-LT's counts). Over a split it is a function of the
+             position (positional_resample.py, ~0.2-0.8M/s); what differs from the reference
+             is said there.
+  per_class, rejection
+             reference methods, in stream_sampling.py with their costs: 50x (per_class,
+             after ~1 minute of setup) to 1,600x (rejection) fewer draws per second.
 
 Positions and resuming. `sample_examples` gives (index, example_seed) pairs. With `index`
 both are functions of the example's position P in the stream: block P // 4,096 is drawn
 by stateless ops seeded by (seed, block number); `instance` reads pass P // N at P % N
 through a stateless permutation keyed by (seed, pass number), so each pass still visits
 every example once; example_seed(P) = stateless_fold_in((seed, 4), P), as the reference's
-deterministic_data.py folds each example's position into its data rng. A stream started at
-P (a resumed run) therefore builds in constant time and equals the uninterrupted stream
-from P on. per_class, rejection and resample are not functions of the position: they
-reach P by skipping, which takes time linear in P.
+deterministic_data.py folds each example's position into its data rng. `resample` locates
+P among its passes (positional_resample.py). A stream started at P (a resumed run)
+therefore builds in constant time (resample: plus ~0.1 ms per pass before P) and equals
+the uninterrupted stream from P on. per_class and rejection are not functions of the
+position: they reach P by skipping, which takes time linear in P.
 
 Sources without random access (TFRecord-backed TFDS data read in file order) use the
-stream methods through `sample_stream`: pass (example, label) pairs with the image still
-encoded (tfds.decode.SkipDecoding) and decode after sampling, so rejected records are read
-and parsed but never decoded. In training every source has random access; `rejection` and
-`resample` then run over the split read in a fresh shuffled order each pass (epoch).
+stream methods through `sample_stream` (`resample` there is the reference's tf.data ops:
+copies by flat_map, a keep filter, tf.data's shuffle buffer): pass (example, label) pairs
+with the image still encoded (tfds.decode.SkipDecoding) and decode after sampling, so
+rejected records are read and parsed but never decoded. In training every source has
+random access. There `rejection` runs over the split in a fresh stateless permutation
+each pass, and so does `resample`: the reference instead reads its TFDS files in a
+shuffled order each epoch, the records of each file in their stored order.
 
 `progress` for progressive sampling is read when a block of 4,096 classes is drawn (index,
-per_class) or per record (rejection, resample); draws already made (a block, the prefetch
-buffer, resample's shuffle buffer) keep the value they were drawn with. In training,
+per_class), when a pass's copies are drawn (resample over a split), or per record
+(rejection, resample over a stream); draws already made (a block, a pass, the prefetch
+buffer, a shuffle buffer) keep the value they were drawn with. In training,
 `progress_tracker` makes it and the callback that moves it.
 """
 
@@ -48,7 +58,7 @@ import numpy as np
 import tensorflow as tf
 
 from cbd_tf import config as config_lib
-from cbd_tf.data import stream_sampling
+from cbd_tf.data import positional_resample, stream_sampling
 
 POLICIES = ("instance", "class_balanced", "sqrt", "progressive")
 METHODS = config_lib.SAMPLING_METHODS
@@ -101,9 +111,10 @@ def sample_examples(labels, policy: str = "class_balanced", seed: int = 0,
   """Infinite dataset of (index int64, example_seed int64[2]) from example position `start`.
 
   `index` points into `labels`; `example_seed` is the stateless seed of that example's
-  random preprocessing. With `method` index (auto) both are functions of the position
-  (module docstring): any `start` builds in constant time and yields what the stream
-  started at 0 yields from position `start` on. Other methods skip `start` elements.
+  random preprocessing. With `method` index (auto) or resample both are functions of the
+  position (module docstring): any `start` builds in constant time and yields what the
+  stream started at 0 yields from position `start` on. per_class and rejection skip
+  `start` elements.
   Arguments as sample_indices.
   """
   return _sample(labels, policy, method, seed, num_classes, progress, start, with_seeds=True)
@@ -215,7 +226,10 @@ def _sample(labels, policy, method, seed, num_classes, progress, start, with_see
         return indices
       return indices, example_seeds(seed, _positions(block_number))
     return _from_position(block, start)
-  indices = _stream_indices(labels, counts, policy, method, seed, read_progress).skip(start)
+  if method == "resample":
+    indices = _resampled(labels, counts, policy, seed, read_progress, start)
+  else:
+    indices = _stream_indices(labels, counts, policy, method, seed, read_progress).skip(start)
   if not with_seeds:
     return indices
   seeds = _from_position(lambda block_number: example_seeds(seed, _positions(block_number)),
@@ -327,8 +341,17 @@ def _shuffled_pass_blocks(num_examples: int, seed: int):
   return block
 
 
+def _resampled(labels, counts, policy, seed, read_progress, start):
+  """`resample` from position `start`, in constant time (positional_resample.py)."""
+  if policy == "instance":  # every ratio is 1: the shuffled passes themselves
+    return _from_position(_shuffled_pass_blocks(len(labels), seed), start)
+  target = None if policy == "progressive" else class_probabilities(counts, policy)
+  return positional_resample.resampled_indices(
+      labels, counts, seed, stream_sampling.class_ratios(counts, target, read_progress), start)
+
+
 def _stream_indices(labels, counts, policy, method, seed, read_progress):
-  """Indices drawn by per_class, rejection or resample, from position 0."""
+  """Indices drawn by per_class or rejection, from position 0."""
   if method == "per_class":
     return stream_sampling.per_class_datasets(
         np.argsort(labels, kind="stable"), counts,
@@ -339,7 +362,7 @@ def _stream_indices(labels, counts, policy, method, seed, read_progress):
   def records(block_number):
     indices = pass_blocks(block_number)
     return indices, tf.gather(label_tensor, indices)
-  # The split in a fresh shuffled order each pass, as the reference reads it each epoch.
+  # The split in a fresh permutation each pass (the reference shuffles only its file order).
   kept = _stream(_from_position(records, 0), counts, policy, method, seed, read_progress)
   return kept.map(lambda index, label: index)
 

@@ -1,7 +1,9 @@
-"""The reference sampling methods: per_class, rejection, resample. Training draws with
-`index` (sampling.py); these reproduce the reference and serve sources without random
-access. sampling.sample_indices / sample_examples / sample_stream reach them through
---sampling_method; numbers from tools/bench_sampling.py at 8,142 classes, 2 shared CPU cores:
+"""The reference sampling methods as tf.data streams: per_class, rejection, resample.
+Training draws with `index` or, in the paper configs, `resample` over the split
+(positional_resample.py, a function of the position); sampling.sample_indices /
+sample_examples reach per_class and rejection here through --sampling_method, and
+sampling.sample_stream reaches rejection and resample here for sources without random
+access. Numbers from tools/bench_sampling.py at 8,142 classes, 2 shared CPU cores:
 
   method     source needs   reads/example  cost
   per_class  random access  1              one shuffled, repeated dataset per class, picked
@@ -12,10 +14,11 @@ access. sampling.sample_indices / sample_examples / sample_stream reach them thr
   rejection  a stream       ~1/acceptance  Dataset.rejection_resample, initial distribution
                             (23 ImageNet-   given: ~300/s, every record zips in a C-long
                             LT, 27 iNat)    acceptance vector. progressive: our own O(1) filter.
-  resample   a stream       1              the reference: floor(r) + Bernoulli copies of each
-                                           record in a row, or kept with probability r,
-                                           r = p_c / (n_c / N); then a 1,000-record shuffle
-                                           buffer. ~4k/s.
+  resample   a stream       1              the reference's ops: floor(r) + Bernoulli copies
+                                           of each record in a row by flat_map, r < 1 kept
+                                           with probability r by a filter, r = p_c / (n_c /
+                                           N); then tf.data's 1,000-record shuffle buffer.
+                                           ~6k/s (tools/bench_sampling.py's resample_stream).
 
 `resample` repeats every tail record r times in a row (r = 23 for a 5-image ImageNet-LT
 class, 27 for a 2-image iNaturalist class), and the shuffle buffer only spreads those
@@ -23,10 +26,10 @@ copies over about a buffer's length: measured, 12.5% (ImageNet-LT-like) / 15.2%
 (iNaturalist-like) of a 128-batch repeats an image already in it, against 0.3% / 0.1% for
 independent draws, and class counts over a short window are lumpy.
 
-None of them is a function of the position, so a resumed run reaches its step by
-skipping, in time linear in the step: only `index` starts at any position in constant
-time. `progress` (progressive) is read per block of classes (per_class) or per record
-(rejection, resample); resample's shuffle buffer keeps the value its records were drawn with.
+None of these is a function of the position, so a stream resumed here reaches its step by
+skipping, in time linear in the step. `progress` (progressive) is read per block of
+classes (per_class) or per record (rejection, resample); resample's shuffle buffer keeps
+the value its records were drawn with.
 """
 
 from __future__ import annotations
@@ -101,6 +104,23 @@ def ratio_reader(counts, target, read_progress):
   return ratio
 
 
+def class_ratios(counts, target, read_progress):
+  """() -> every class's p_c / (n_c / N) as a float64 [C] tensor; for progressive
+  (`read_progress` given) t is read per call."""
+  instance = counts / counts.sum()
+  if read_progress is None:
+    ratio = tf.constant(np.divide(target, instance, out=np.zeros(len(counts)),
+                                  where=counts > 0), tf.float64)
+    return lambda: ratio
+  uniform_ratio = tf.constant(np.divide(1.0 / len(counts), instance, out=np.zeros(len(counts)),
+                                        where=counts > 0), tf.float64)
+
+  def ratios():
+    progress = read_progress()
+    return (1 - progress) + progress * uniform_ratio
+  return ratios
+
+
 def rejection(records, counts, target, seed, ratio) -> tf.data.Dataset:
   """Keeps each (example, label) record with probability ratio / max ratio.
 
@@ -124,10 +144,13 @@ def rejection(records, counts, target, seed, ratio) -> tf.data.Dataset:
 
 
 def resample(records, seed, ratio) -> tf.data.Dataset:
-  """The reference (input_pipeline.py oversample_classes, then undersampling_filter, then
-  deterministic_data's shuffle buffer): r >= 1 gives floor(r) + Bernoulli(r - floor(r))
+  """The reference's ops (input_pipeline.py oversample_classes, then undersampling_filter,
+  then deterministic_data's shuffle buffer): r >= 1 gives floor(r) + Bernoulli(r - floor(r))
   copies of a record in a row, r < 1 keeps it with probability r, then a 1,000-record
-  shuffle buffer."""
+  shuffle buffer. What differs: the records come in whatever order `records` has (the
+  reference: its TFDS files in a shuffled order, each file's records in stored order), and
+  the uniforms are seeded float64 (Dataset.random) against its float32 tf.random.uniform,
+  the ratio without its `tiny` in the denominator."""
   def copies(record, uniform):
     r = ratio(tf.cast(record[1], tf.int64))
     whole = tf.floor(r)
