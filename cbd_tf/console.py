@@ -17,6 +17,7 @@ level.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
@@ -58,13 +59,13 @@ def import_tensorflow_quietly(argv: list[str] | None = None) -> None:
   try:
     saved = os.dup(2)
   except OSError:  # no stderr to capture
-    import tensorflow  # pylint: disable=import-outside-toplevel,unused-import
+    importlib.import_module("tensorflow")
     return
   with tempfile.TemporaryFile() as captured:
     os.dup2(captured.fileno(), 2)
     failed = True
     try:
-      import tensorflow  # pylint: disable=import-outside-toplevel,unused-import,redefined-outer-name
+      importlib.import_module("tensorflow")
       failed = False
     finally:
       sys.stderr.flush()
