@@ -22,19 +22,28 @@ def presets(tmp_path_factory):
           for family in fakes.PRESET_FAMILIES}
 
 
+def pooled_by(classifier, inputs):
+  """What a KerasHub classifier task's head receives (its own pooling of its backbone's
+  output): the task run with an identity head (kernel I, bias 0, no dropout)."""
+  width = classifier.output_dense.kernel.shape[0]
+  classifier.output_dense.set_weights([np.eye(width), np.zeros(width)])
+  return classifier(inputs)
+
+
 def keras_hub_embedding(preset, family, images):
-  """Written out from KerasHub: from_preset, the converter on 0-255 pixels, the backbone,
-  then ImageClassifier's average pooling, ViTImageClassifier's class token, or
-  CLIPBackbone's / SigLIPBackbone's get_vision_embeddings."""
+  """By KerasHub's own routes: from_preset, the converter on 0-255 pixels, then
+  ResNetImageClassifier's average pooling, ViTImageClassifier's class token (DINOv2's
+  sequence through it too), or CLIPBackbone's / SigLIPBackbone's get_vision_embeddings."""
   import keras_hub  # pylint: disable=import-outside-toplevel
   backbone = keras_hub.models.Backbone.from_preset(preset)
   pixels = keras_hub.layers.ImageConverter.from_preset(preset)(images * 255.0)
+  width = backbone.output_shape[-1]
   if family == "resnet":
-    return keras.layers.GlobalAveragePooling2D()(backbone(pixels))
+    return pooled_by(keras_hub.models.ResNetImageClassifier(backbone, width), pixels)
   if family == "dinov2":
-    return backbone({"images": pixels})[:, 0]
+    return pooled_by(keras_hub.models.ViTImageClassifier(backbone, width), {"images": pixels})
   if family == "vit":
-    return backbone(pixels)[:, 0]
+    return pooled_by(keras_hub.models.ViTImageClassifier(backbone, width), pixels)
   return backbone.get_vision_embeddings(pixels)
 
 
