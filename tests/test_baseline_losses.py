@@ -208,6 +208,51 @@ def test_class_balanced_focal_head_starts_at_their_bias_outside_the_decay():
   assert long_tail_losses.prepare_head(model.head, config_lib.LongTailConfig(), 10) == ()
 
 
+def test_class_balanced_focal_run_trains_from_their_bias_outside_the_decay(tmp_path,
+                                                                           monkeypatch):
+  # A --stage=teacher --loss=class_balanced_focal run through training.train_stage, its
+  # first update watched: the head bias it starts from and the decay that update logs,
+  # against Cui et al.'s definitions (previous test).
+  import keras  # pylint: disable=import-outside-toplevel
+  from cbd_tf import training  # pylint: disable=import-outside-toplevel
+  from cbd_tf.data.source_types import Source, Split  # pylint: disable=import-outside-toplevel
+  from cbd_tf.stages import teacher  # pylint: disable=import-outside-toplevel
+
+  class FirstUpdate(keras.callbacks.Callback):
+    before, logs = None, None
+
+    def on_train_batch_begin(self, batch, logs=None):
+      if self.before is None:
+        self.before = [(v.path, v.numpy()) for v in self.model.trainable_variables]
+
+    def on_train_batch_end(self, batch, logs=None):
+      if self.logs is None:
+        self.logs = {name: float(value) for name, value in logs.items()}
+  watch = FirstUpdate()
+  monkeypatch.setattr(teacher, "callbacks", lambda *args: [watch], raising=False)
+  rng, num_classes = np.random.default_rng(0), 5
+  labels = np.repeat(np.arange(num_classes), [12, 6, 3, 2, 1])
+  split = Split(rng.integers(0, 256, (len(labels), 8, 8, 3), dtype=np.uint8), labels)
+  source = Source("tiny", train=split, test=split, class_names=tuple("abcde"))
+  config = config_lib.Config(
+      workdir=str(tmp_path / "run"), stage="teacher",
+      data=config_lib.DataConfig(image_size=8, batch_size=8, eval_crop_fraction=1.0),
+      model=config_lib.ModelConfig(backbone="resnet8", head="linear"),
+      optimizer=config_lib.OptimizerConfig(epochs=1, steps_per_epoch=1, weight_decay=4e-4),
+      output=config_lib.OutputConfig(eval_every_epochs=0)).replace(
+          long_tail={"loss": "class_balanced_focal"})
+  training.train_stage(config, source)
+  before = dict(watch.before)
+  bias = next(path for path in before if path.endswith("bias") and "head" in path)
+  np.testing.assert_allclose(before[bias], -np.log(num_classes - 1.0), rtol=1e-6)
+  # cbd_tf's --weight_decay is twice their wd (previous test): theirs is 2e-4 here.
+  their_decay = 2e-4 * sum(float(tf.nn.l2_loss(value)) for path, value in before.items()
+                           if path != bias)
+  np.testing.assert_allclose(watch.logs["loss_weight_decay"], their_decay, rtol=1e-5)
+  with_bias = their_decay + 2e-4 * float(tf.nn.l2_loss(before[bias]))
+  assert abs(with_bias - their_decay) > 1e-4 * their_decay  # the exemption is visible
+
+
 def test_decoupled_stages_warm_up_only_when_asked():
   config = helpers.config_from_argv("--workdir=/tmp/w", "--stage=crt", "--backbone_from=/x",
                                     "--warmup_epochs=3", "--epochs=40")
