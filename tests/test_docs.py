@@ -1,7 +1,8 @@
 """The docs cannot name what does not exist. For README.md and every docs/*.md:
 
 * every --flag they write is a flag of cbd_tf, of a tool under tools/ or of the named
-  outside program, and every configs/ path is a file;
+  outside program, each command line's flags are that command's own (evaluate and export
+  take few), and every configs/ path is a file;
 * every relative Markdown link points to a file that exists and, with a #anchor, to one of
   its headings (GitHub's anchors: lowercase, spaces to '-', punctuation dropped);
 * every ```python snippet runs as written, each in a fresh process whose working directory
@@ -51,16 +52,17 @@ def read(name: str) -> str:
     return f.read()
 
 
-def known_flags() -> set[str]:
+def cbd_tf_flags() -> set[str]:
+  """Every flag of cbd_tf.train (booleans with their no- form) and absl's own."""
   from cbd_tf import flags  # pylint: disable=import-outside-toplevel
   names = {name for name, flag in flags.FLAGS._flags().items()  # pylint: disable=protected-access
            if flags.FLAGS.find_module_defining_flag(name) == flags.__name__}
   booleans = {name for name in names if flags.FLAGS[name].flag_type() == "bool"}
-  tools = set()
-  for path in glob.glob(os.path.join(helpers.ROOT, "tools", "*.py")):
-    with open(path) as f:
-      tools |= set(re.findall(r"add_argument\(\s*\"--([a-z0-9_]+)\"", f.read()))
-  return names | {f"no{name}" for name in booleans} | tools | ABSL_FLAGS | OUTSIDE_FLAGS
+  return names | {f"no{name}" for name in booleans} | flags.COMMAND_FLAGS | ABSL_FLAGS
+
+
+def known_flags() -> set[str]:
+  return cbd_tf_flags() | tool_flags() | OUTSIDE_FLAGS
 
 
 def test_every_flag_the_docs_name_exists():
@@ -69,6 +71,53 @@ def test_every_flag_the_docs_name_exists():
              for flag in sorted(set(re.findall(r"(?<![\w-])--([a-z][a-z0-9_]*)(?![\w-])",
                                                read(name))) - known)]
   assert not unknown, unknown
+
+
+def command_flags() -> dict[str, set[str]]:
+  """Each command the docs run -> the flags it takes: cbd_tf.train every cbd_tf flag,
+  evaluate and export the flags they read (FLAGS_READ), a tool its argparse flags."""
+  from cbd_tf import evaluate, export, flags  # pylint: disable=import-outside-toplevel
+  own = {"cbd_tf.train": cbd_tf_flags(), "tensorboard": {"logdir"}}
+  for module in (evaluate, export):
+    taken = module.FLAGS_READ | flags.COMMAND_FLAGS
+    own[module.__name__] = taken | {f"no{name}" for name in taken} | ABSL_FLAGS
+  for path in glob.glob(os.path.join(helpers.ROOT, "tools", "*.py")):
+    name = os.path.basename(path)[:-len(".py")]
+    own[f"tools/{name}.py"] = own[f"tools.{name}"] = tool_flags(path) | {"help"}
+  return own
+
+
+def tool_flags(path=os.path.join(helpers.ROOT, "tools", "*.py")) -> set[str]:
+  found = set()
+  for name in glob.glob(path):
+    with open(name) as f:
+      found |= set(re.findall(r"add_argument\(\s*\"--([a-z0-9_]+)\"", f.read()))
+  return found
+
+
+def commands(text: str):
+  """(command, its --flags) of each command line in `text`: from `python -m X`,
+  `python tools/X.py` or `tensorboard` to the end of the line (backslash continuations
+  joined), the end of inline code or a shell comment."""
+  text = text.replace("\\\n", " ")
+  pattern = r"(?:python3? -m ([\w.]+)|python3? (tools/\w+\.py)|(tensorboard))([^\n`]*)"
+  for match in re.finditer(pattern, text):
+    command = next(group for group in match.groups()[:3] if group)
+    arguments = match.group(4).split(" #")[0]
+    yield command, set(re.findall(r"(?<![\w-])--([a-z][a-z0-9_]*)", arguments))
+
+
+def test_every_command_in_the_docs_takes_the_flags_given_it():
+  own = command_flags()
+  wrong, checked = [], 0
+  for name in doc_files():
+    for command, given in commands(read(name)):
+      if command in ("pytest", "venv") or command == "tools/NAME.py":  # not ours / a pattern
+        continue
+      assert command in own, f"{name}: unknown command {command}"
+      checked += 1
+      wrong += [f"{name}: {command} --{flag}" for flag in sorted(given - own[command])]
+  assert checked > 30 and not wrong, wrong
 
 
 def test_every_config_the_docs_name_exists():
