@@ -4,6 +4,7 @@ which uses them, runs as written in tests/test_docs.py."""
 import numpy as np
 import pytest
 import scipy.stats
+import tensorflow as tf
 
 import cbd_tf
 from tests import fakes
@@ -32,6 +33,14 @@ def test_evaluation_dataset_is_one_ordered_pass(tmp_path):
   batches = list(cbd_tf.evaluation_dataset(split, image_size=16, batch_size=2))
   assert [tuple(images.shape) for images, _ in batches] == [(2, 16, 16, 3)] * 2 + [(1, 16, 16, 3)]
   assert np.concatenate([labels for _, labels in batches]).tolist() == [3, 1, 4, 1, 5]
+  # Each image is its own file's (so stays with its label): the official eval_preprocess,
+  # [0, 1], short side to round(16 / 0.875) = 18 (bilinear, no antialias), centre 16 x 16.
+  images = np.concatenate([images for images, _ in batches])
+  for path, image in zip(paths, images):
+    with open(path, "rb") as f:
+      pixels = tf.cast(tf.io.decode_png(f.read(), channels=3), tf.float32) / 255.0
+    resized = tf.image.resize(pixels, [18, 27], antialias=False)  # 20 x 30 times 18 / 20
+    np.testing.assert_allclose(image, resized[1:17, 5:21], atol=1e-5, err_msg=path)
   arrays = cbd_tf.from_arrays(np.zeros((3, 8, 8, 1), np.uint8), [0, 1, 1])
   assert len(list(cbd_tf.training_dataset(arrays, image_size=8, batch_size=3).take(2))) == 2
 

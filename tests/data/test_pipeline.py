@@ -47,6 +47,9 @@ def test_eval_is_ordered_centre_crop_same_eagerly_and_in_graph():
   batches = list(pipeline.build_eval_dataset(split, DATA))
   assert [b[0].shape[0] for b in batches] == [5, 2]
   np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), split.labels)
+  for image, original in zip(np.concatenate([b[0] for b in batches]), split.images):
+    # Each image beside its own label: the one at its index.
+    np.testing.assert_allclose(image, original[2:14, 2:14].astype(np.float32) / 255, atol=1e-6)
   eager = augment.preprocess_eval(tf.constant(split.images[0]), DATA)
   np.testing.assert_allclose(batches[0][0][0].numpy(), eager.numpy(), atol=1e-6)
   # 16px image, short side resized to 12 / 0.75 = 16, so the crop is the centre 12x12.
