@@ -11,11 +11,12 @@ import importlib
 # Public name -> the module that defines it.
 _PUBLIC = {
     "CBDDistiller": "cbd_tf.distiller",
+    "CBDFeatureDistillation": "cbd_tf.distiller",
     "Classifier": "cbd_tf.models.classifier",
     "KerasHubBackbone": "cbd_tf.models.keras_hub_backbone",
-    "PresetTeacher": "cbd_tf.teachers",
+    "PresetTeacher": "cbd_tf.models.keras_hub_backbone",
     "feature_distillation_loss": "cbd_tf.losses",
-    "load_model": "cbd_tf.models.classifier",
+    "load_model": "cbd_tf.distiller",
     "load_teachers": "cbd_tf.teachers",
     # Datasets built as the CLI builds them (cbd_tf/data/datasets.py).
     "evaluation_dataset": "cbd_tf.data.datasets",
@@ -27,8 +28,8 @@ _PUBLIC = {
     "zero_shot_classifier": "cbd_tf.models.text_classifier",
 }
 
-__all__ = ["CBDDistiller", "Classifier", "KerasHubBackbone", "PresetTeacher",
-           "evaluation_dataset", "feature_distillation_loss", "from_arrays", "from_files",
+__all__ = ["CBDDistiller", "CBDFeatureDistillation", "Classifier", "KerasHubBackbone",
+           "PresetTeacher", "evaluation_dataset", "feature_distillation_loss", "from_arrays", "from_files",
            "load_data", "load_model", "load_teachers", "training_dataset",
            "zero_shot_classifier"]
 

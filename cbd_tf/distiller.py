@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from cbd_tf import losses, train_step
 from cbd_tf.config import DistillConfig
+from cbd_tf.models import keras_hub_backbone  # pylint: disable=unused-import  (registers PresetTeacher)
 from cbd_tf.models.classifier import Classifier
 
 
@@ -55,13 +56,7 @@ def _metric_names(teacher_names: Sequence[str] | None, count: int) -> list[str]:
   return names
 
 
-# What a .keras file of the distiller would hold is the student: teachers are frozen
-# references kept out of its weights, not part of the model.
-SAVE_THE_STUDENT = ("a CBDDistiller is not saved whole (its teachers are not part of the "
-                    "student): save distiller.student.save('student.keras'), or its weights "
-                    "(save_weights, ModelCheckpoint(save_weights_only=True), BackupAndRestore)")
-
-
+@keras.saving.register_keras_serializable(package="cbd_tf")
 class CBDDistiller(train_step.TrainStepModel):
   """Wraps a student `Classifier` (with a projection head as wide as the teachers'
   concatenated embeddings) and a list of trained teachers with an `embed` method, or, for
@@ -138,7 +133,73 @@ class CBDDistiller(train_step.TrainStepModel):
                        for name, share in zip(self.teacher_names, shares)}}
 
   def get_config(self):
-    raise NotImplementedError(SAVE_THE_STUDENT)
+    """Student, teachers (a finished run's classifier or a preset's backbone, each whole) and
+    the loss's settings: `save("d.keras")` and ModelCheckpoint keep the distiller whole, and
+    cbd_tf.load_model rebuilds it offline. The student's own files never hold a teacher."""
+    serialize = keras.saving.serialize_keras_object
+    config = {**super().get_config(), "student": serialize(self.student),
+              "teachers": [serialize(teacher) for teacher in self.teachers],
+              "alpha": self.alpha, "beta": self.beta, "teacher_names": list(self.teacher_names)}
+    if not self.teachers:
+      config["teacher_widths"] = list(self.teacher_widths)
+    return config
 
-  def save(self, *args, **kwargs):  # pylint: disable=unused-argument
-    raise NotImplementedError(SAVE_THE_STUDENT)
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    deserialize = keras.saving.deserialize_keras_object
+    config["student"] = deserialize(config["student"])
+    config["teachers"] = [deserialize(teacher) for teacher in config["teachers"]]
+    return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="cbd_tf")
+class CBDFeatureDistillation(keras.distillation.FeatureDistillation):
+  """CBD's distillation term for Keras' own Distiller: beta * mean(1 - cos(student feature,
+  teacher feature)), each L2-normalised, read from the layers named `teacher_layer_name` and
+  `student_layer_name` ("embedding": what Classifier.as_functional() exposes, a teacher's
+  embedding and a student's projected feature). With `student_loss_weight=1 - alpha` and
+  sparse cross-entropy on logits, the Distiller's loss is CBD's:
+
+    distiller = keras.distillation.Distiller(
+        teacher.as_functional(), student.as_functional(),
+        distillation_losses=cbd_tf.CBDFeatureDistillation(beta=100.0),
+        student_loss_weight=1 - 0.4)
+    distiller.compile(optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+  Keras' Distiller takes one teacher and decays weights through its optimizer; CBDDistiller
+  takes any number of teachers (or their cached features) and the official weight decay.
+  """
+
+  def __init__(self, beta: float = DistillConfig.beta, teacher_layer_name: str = "embedding",
+               student_layer_name: str = "embedding"):
+    super().__init__(loss="cosine_similarity", teacher_layer_name=teacher_layer_name,
+                     student_layer_name=student_layer_name)
+    self.beta = beta
+
+  def validate_outputs(self, teacher_outputs, student_outputs):
+    if teacher_outputs.shape[-1] != student_outputs.shape[-1]:
+      raise ValueError(f"student feature width {student_outputs.shape[-1]} != teacher width "
+                       f"{teacher_outputs.shape[-1]}; build the student with "
+                       f"projection_dim={teacher_outputs.shape[-1]}")
+
+  def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
+    return self.beta * losses.feature_distillation_loss(student_outputs, teacher_outputs)
+
+  def get_config(self):
+    return {"beta": self.beta, "teacher_layer_name": self.teacher_layer_name,
+            "student_layer_name": self.student_layer_name}
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(**config)
+
+
+def load_model(path: str, **kwargs) -> keras.Model:
+  """keras.models.load_model for a saved cbd_tf model (`model.save("x.keras")`): a
+  Classifier, or a CBDDistiller with its student and teachers.
+
+  Keras finds a saved class only once its module is imported; `import cbd_tf` imports
+  none (so `import cbd_tf.config` stays free of TensorFlow), and this module registers the
+  distiller, the Classifier, its heads and backbones and preset teachers."""
+  return keras.models.load_model(path, **kwargs)

@@ -16,26 +16,13 @@ import numpy as np
 
 from cbd_tf import run_checks, run_dir, run_files, run_models
 from cbd_tf.models import keras_hub_backbone
-from cbd_tf.models.keras_hub_backbone import KerasHubBackbone
-
-
-class PresetTeacher:
-  """A frozen KerasHubBackbone with a teacher's interface (`embed`, `embedding_dim`)."""
-
-  def __init__(self, backbone: KerasHubBackbone):
-    backbone.trainable = False
-    self.backbone = backbone
-    self.embedding_dim = backbone.output_dim
-    self.trainable = False
-
-  def embed(self, images, training=False):  # pylint: disable=unused-argument  (always frozen)
-    return self.backbone(images, training=False)
+from cbd_tf.models.keras_hub_backbone import KerasHubBackbone, PresetTeacher
 
 
 def weights_sha256(teacher) -> str:
   """sha256 of a loaded teacher's weights (a run's classifier or a preset's backbone), in
   their order: what a feature cache records of the teachers it was made from."""
-  model = getattr(teacher, "backbone", teacher) if isinstance(teacher, PresetTeacher) else teacher
+  model = teacher.backbone if isinstance(teacher, PresetTeacher) else teacher
   digest = hashlib.sha256()
   for weight in model.weights:  # shapes and values: paths hold per-process layer numbers
     value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight.value))

@@ -220,7 +220,8 @@ def test_config_and_flags_import_no_tensorflow():
   code = ("import sys, cbd_tf.config, cbd_tf.flags, cbd_tf; "
           "assert 'tensorflow' not in sys.modules, 'tensorflow imported'; "
           "assert 'keras' not in sys.modules, 'keras imported'; "
-          "assert sorted(cbd_tf.__all__) == ['CBDDistiller', 'Classifier', 'KerasHubBackbone', "
+          "assert sorted(cbd_tf.__all__) == ['CBDDistiller', 'CBDFeatureDistillation', "
+          "'Classifier', 'KerasHubBackbone', "
           "'PresetTeacher', 'evaluation_dataset', 'feature_distillation_loss', "
           "'from_arrays', 'from_files', 'load_data', 'load_model', 'load_teachers', "
           "'training_dataset', 'zero_shot_classifier']")

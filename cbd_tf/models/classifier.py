@@ -107,6 +107,21 @@ class Classifier(train_step.TrainStepModel):
   def call(self, images, training=False):
     return self.head(self.embed(images, training=training))
 
+  def as_functional(self) -> keras.Model:
+    """A functional view of this classifier, sharing its layers and weights: images ->
+    logits, the feature the head sees exposed as layer "embedding" (a teacher's pooled
+    embedding, a student's projected one). Keras reads an intermediate output only from a
+    functional model (`get_layer(name).output`), e.g. keras.distillation.Distiller with
+    cbd_tf.CBDFeatureDistillation."""
+    images = keras.Input((self.image_size, self.image_size, 3), name="images")
+    # A backbone tuned other than in full always runs in inference mode (as `embed`).
+    features = (self.backbone(images) if self.backbone_tuning == "full"
+                else self.backbone(images, training=False))
+    if self.projection is not None:
+      features = self.projection(features)
+    features = keras.layers.Identity(name="embedding")(features)
+    return keras.Model(images, self.head(features), name=f"{self.name}_functional")
+
   def compile(self, optimizer="sgd", loss=None, weight_decay: float = 0.0, metrics=None,
               **kwargs):
     """`loss(labels, logits)` -> batch mean (default cross-entropy); `weight_decay` is the L2

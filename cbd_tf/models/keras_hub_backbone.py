@@ -185,3 +185,29 @@ class KerasHubBackbone(keras.Model):
             "image_model": serialize(self.image_model), "pooling": self.pooling,
             "projection": serialize(self.projection) if self.projection is not None else None,
             "preset": self.preset, "tuning": self.tuning, "adapter_rank": self.adapter_rank}
+
+
+@keras.saving.register_keras_serializable(package="cbd_tf")
+class PresetTeacher(keras.Model):
+  """A frozen KerasHubBackbone with a teacher's interface (`embed`, `embedding_dim`); a Keras
+  model, so a CBDDistiller saved whole carries it."""
+
+  def __init__(self, backbone: KerasHubBackbone, **kwargs):
+    super().__init__(**kwargs)
+    if isinstance(backbone, dict):
+      backbone = keras.saving.deserialize_keras_object(backbone)
+    backbone.trainable = False
+    self.backbone = backbone
+    self.embedding_dim = backbone.output_dim
+    self.trainable = False
+    self.built = True
+
+  def call(self, images, training=False):  # pylint: disable=unused-argument  (always frozen)
+    return self.backbone(images, training=False)
+
+  def embed(self, images, training=False):  # pylint: disable=unused-argument
+    return self.backbone(images, training=False)
+
+  def get_config(self):
+    return {**super().get_config(),
+            "backbone": keras.saving.serialize_keras_object(self.backbone)}
