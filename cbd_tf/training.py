@@ -39,7 +39,10 @@ def validate_run(config: config_lib.Config) -> sources.Source:
     pretrained.check_init_from(config.model.init_from)
   sampling.check_policy(config.sampling)
   sampling.check_policy(config.distill.teacher_sampling)
-  _check_writable(config.workdir)
+  _check_writable(config.workdir, "workdir")
+  if config.output.export_dir:  # written at the end of training: checked before it
+    _check_writable(os.path.dirname(os.path.abspath(config.output.export_dir)),
+                    "--export_dir's directory")
   source = sources.load_source(config.data)
   stages.check_stage(config, source)
   for policy in {config.sampling, config.distill.teacher_sampling}:
@@ -212,12 +215,12 @@ def _callbacks(config: config_lib.Config, classifier, source: sources.Source,
   return result
 
 
-def _check_writable(workdir: str) -> None:
+def _check_writable(directory: str, what: str) -> None:
   try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=workdir):
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=directory):
       pass
   except OSError as error:
-    raise ValueError(f"workdir {workdir!r} is not writable: {error.strerror}") from None
+    raise ValueError(f"{what} {directory!r} is not writable: {error.strerror}") from None
 
 

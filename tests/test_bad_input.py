@@ -51,8 +51,18 @@ def test_teacher_with_other_image_size(tmp_path):
 def test_unwritable_workdir(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("")
-  with pytest.raises(ValueError, match="is not writable"):
+  with pytest.raises(ValueError, match="workdir .* is not writable"):
     training.validate_run(base_config(tmp_path, workdir=str(blocker / "run")))
+
+
+def test_unwritable_export_dir_stops_before_training(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  config = base_config(tmp_path, output={"export_dir": str(blocker / "exports" / "1")})
+  with pytest.raises(ValueError, match=r"--export_dir's directory '.*a_file/exports' is not "
+                                       r"writable: Not a directory"):
+    training.validate_run(config)
+  assert not os.path.exists(os.path.join(config.workdir, "checkpoints"))
 
 
 @pytest.mark.slow  # three CLI processes
