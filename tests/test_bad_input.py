@@ -62,7 +62,6 @@ def test_unwritable_export_dir_stops_before_training(tmp_path):
   with pytest.raises(ValueError, match=r"--export_dir's directory '.*a_file/exports' is not "
                                        r"writable: Not a directory"):
     training.validate_run(config)
-  assert not os.path.exists(os.path.join(config.workdir, "checkpoints"))
 
 
 @pytest.mark.slow  # three CLI processes
