@@ -58,8 +58,12 @@ def export_encoded(records: Callable[[], tf.data.Dataset], directory: str, num_c
   """
   labels_file = os.path.join(directory, "labels.npy")
   if is_exported(directory):
-    labels = np.load(labels_file)
-    return Split.from_files([_exported_path(directory, i) for i in range(len(labels))], labels)
+    try:
+      labels = np.load(labels_file)
+      return Split.from_files([_exported_path(directory, i) for i in range(len(labels))], labels)
+    except (ValueError, EOFError, OSError) as error:  # a cache: made again, not a user error
+      logging.warning("%s is damaged (%s); exporting the images again", labels_file, error)
+      os.remove(labels_file)
   logging.info("%s: exporting encoded images once to %s", where, directory)
   labels = []
   # In batches: handing Python one record at a time cost more than writing its file.
@@ -165,12 +169,15 @@ def _read_record(record: str) -> dict[int, tuple[tuple[int, int], str]] | None:
   if not os.path.exists(record):
     return None
   broken = {}
-  with open(record) as f:
-    for line in f:
+  with open(record, errors="replace") as f:
+    for number, line in enumerate(f, 1):
       if line.strip():
-        # index, size, mtime, path, reason: the path may hold tabs, the reason never does.
-        index, size, mtime, _ = line.split("\t", 3)
-        broken[int(index)] = ((int(size), int(mtime)), line.rstrip("\n").rsplit("\t", 1)[1])
+        try:  # index, size, mtime, path, reason: the path may hold tabs, the reason never does.
+          index, size, mtime, _ = line.split("\t", 3)
+          broken[int(index)] = ((int(size), int(mtime)), line.rstrip("\n").rsplit("\t", 1)[1])
+        except ValueError:  # a cache: checked again, not a user error
+          logging.warning("%s is damaged (line %d); checking the images again", record, number)
+          return None
   return broken
 
 

@@ -123,3 +123,28 @@ def test_broken_file_repaired_in_place_is_decoded_again_alone(tmp_path, full_che
 def test_in_memory_split_is_returned_as_is(tmp_path):
   split = Split(np.zeros((2, 4, 4, 3), np.uint8), np.array([0, 1]))
   assert source_cache.drop_broken(split, "train", str(tmp_path)) == (split, [])
+
+
+def test_a_damaged_check_record_is_checked_again(tmp_path, full_checks):
+  split = write_split(tmp_path / "images")
+  cache = tmp_path / "cache"
+  first = source_cache.drop_broken(split, "train", str(cache))
+  (record,) = [path for path in cache.iterdir() if path.name.startswith("checked_train")]
+  record.write_text("1\tnot a size\n")
+  again = source_cache.drop_broken(split, "train", str(cache))
+  assert len(full_checks) == 2 and again[1] == first[1]
+
+
+def test_a_damaged_export_is_made_again(tmp_path):
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  def records():
+    return tf.data.Dataset.from_tensor_slices(
+        ([image_bytes("png", seed=i) for i in range(3)], [0, 1, 1]))
+  directory = str(tmp_path / "export")
+  first = source_cache.export_encoded(records, directory, 2, "test")
+  labels_file = os.path.join(directory, "labels.npy")
+  with open(labels_file, "r+b") as f:
+    f.truncate(20)
+  again = source_cache.export_encoded(records, directory, 2, "test")
+  assert list(again.labels) == list(first.labels) == [0, 1, 1]
+  assert np.load(labels_file).tolist() == [0, 1, 1]
