@@ -147,7 +147,9 @@ def test_a_killed_caching_pass_computes_only_its_missing_shards(cached, tmp_path
   with pytest.raises(ValueError, match="incomplete: 1 of 4 shards missing"):
     teacher_cache.FeatureReader(copy)
   monkeypatch.setattr(teacher_cache, "IMAGES_PER_SHARD", 256)
-  training.run(_features_config(copy, teacher), source)
+  moved = str(tmp_path / "teacher_moved")  # the same weights elsewhere: the same teacher
+  shutil.copytree(teacher, moved)
+  training.run(_features_config(copy, moved), source)
   after = {shard: os.stat(teacher_cache.shard_path(copy, shard)).st_mtime_ns
            for shard in range(4)}
   assert [after[s] == before[s] for s in range(4)] == [True, False, True, True]

@@ -43,9 +43,9 @@ def run(config: config_lib.Config, source: sources.Source,
       [{"teacher": spec, "name": name, "dim": width, "weights_sha256": teachers.weights_sha256(t)}
        for spec, name, width, t in zip(config.distill.teachers, names, widths, frozen)])
   existing = teacher_cache.read_metadata(directory)
-  if existing is not None and existing["made_from"] != made:
-    raise ValueError(f"{directory} holds features made otherwise: "
-                     f"{'; '.join(teacher_cache.differences(existing['made_from'], made))}; "
+  differ = existing and teacher_cache.differences(existing["made_from"], made)
+  if differ:
+    raise ValueError(f"{directory} holds features made otherwise: {'; '.join(differ)}; "
                      f"cache them in another --workdir")
   unreadable = set(existing["unreadable_images"]) if existing else set()
   # A resumed cache keeps the shard size it began with.
