@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from cbd_tf import run_dir, run_files
+from cbd_tf import errors, run_dir, run_files
 
 
 class TrainingState:
@@ -71,10 +71,9 @@ class TrainingState:
     try:
       self.manager.save(checkpoint_number=self.step)
     except (OSError, tf.errors.OpError) as error:
-      message = getattr(error, "strerror", None) or getattr(error, "message", None) or error
       raise run_files.WriteError(
           f"could not save the training state to {self.manager.directory}: "
-          f"{str(message).splitlines()[0]}; the previous checkpoint "
+          f"{errors.reason(error)}; the previous checkpoint "
           f"{self.manager.latest_checkpoint} is kept") from None
 
 
