@@ -48,8 +48,9 @@ WINDOW = 4096
 # Delays are capped at _WARMUP_WINDOWS * WINDOW = 16,384: 0.999 ** 16,384 < 1e-7.
 _WARMUP_WINDOWS = 4
 MAX_DELAY = _WARMUP_WINDOWS * WINDOW
-# Second word of the stateless seeds (sampling.py uses 1-4).
-_PASSES, _EXTRAS, _WHICH_EXTRA, _DELAYS = 3, 5, 6, 7
+# Second word of the stateless seeds: _PASSES is sampling.py's (the same pass order as
+# `instance`); sampling.py uses 1-4, teacher_views.py 5-6.
+_PASSES, _EXTRAS, _WHICH_EXTRA, _DELAYS = 3, 8, 9, 10
 
 
 def resampled_indices(labels: np.ndarray, counts: np.ndarray, seed: int, class_ratios,

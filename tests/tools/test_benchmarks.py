@@ -108,3 +108,14 @@ def test_bench_teacher_features_tiny_reads_rows():
   assert list(rows) == ["cache", "read", "memory"]
   assert "1,024 bytes per image per view" in rows["cache"]
   assert float(rows["read"].split()[0].replace(",", "")) > 0
+
+
+def test_profile_input_tiny_prints_a_row_per_part_taken_out():
+  result = helpers.run_module("tools.profile_input", "--tiny")  # as documented: python -m
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [line for line in result.stdout.splitlines()
+          if line.startswith("| ") and not line.startswith("| cbd_tf training map")]
+  assert [row.split("|")[1].strip() for row in rows] == [
+      "as training runs it", "- drop counting", "- ignore_errors", "- pixel limit",
+      "- format branch"]
+  assert all(float(row.split("|")[3]) > 0 for row in rows)  # cbd_tf images per CPU-second
