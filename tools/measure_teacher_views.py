@@ -64,14 +64,15 @@ def main(argv=None) -> None:
       rows[f"cached, M = {m}"].append(read_json(os.path.join(student, "metrics.json")))
   print(f"mnist_pairs_lt, seeds {','.join(map(str, seeds))}: CBD_ENS students (two ResNet-8 "
         "teachers)")
-  print("| teacher features | top-1 | few | s / step |")
+  print("| teacher features | top-1 (mean ± std over seeds) | few | s / step (last epoch) |")
   print("|---|---:|---:|---:|")
   for row, results in rows.items():
     top1 = 100 * np.array([r["top1"] for r in results])
     few = 100 * np.array([r["few"] if r["few"] is not None else np.nan for r in results])
     step = np.mean([t for t in steps[row] if t is not None] or [np.nan])
-    print(f"| {row} | {top1.mean():.1f} ± {top1.std():.1f} | {np.nanmean(few):.1f} ± "
-          f"{np.nanstd(few):.1f} | {step:.3f} |")
+    spread = (lambda values: np.nanstd(values, ddof=1)) if len(seeds) > 1 else np.nanstd
+    print(f"| {row} | {top1.mean():.1f} ± {spread(top1):.1f} | {np.nanmean(few):.1f} ± "
+          f"{spread(few):.1f} | {step:.3f} |")
   print("\n| M | caching pass, images/s (mean over seeds) | views/s | disk per image per view |")
   print("|---:|---:|---:|---:|")
   for m, results in caching.items():
