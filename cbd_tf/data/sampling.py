@@ -18,7 +18,7 @@ distribution exactly in expectation:
              Bernoulli copies of each record in a row (r = p_c / (n_c / N)), spread by a
              1,000-record shuffle buffer, so tail images repeat inside a batch (12.5% of a
              128-batch at ImageNet-LT's counts). Over a split it is a function of the
-             position (positional_resample.py, ~0.2-0.8M/s); what differs from the reference
+             position (positional_resample.py, ~0.4-1M/s); what differs from the reference
              is said there.
   per_class, rejection
              reference methods, in stream_sampling.py with their costs: 50x (per_class,
@@ -31,7 +31,8 @@ through a stateless permutation keyed by (seed, pass number), so each pass still
 every example once; example_seed(P) = stateless_fold_in((seed, 4), P), as the reference's
 deterministic_data.py folds each example's position into its data rng. `resample` locates
 P among its passes (positional_resample.py). A stream started at P (a resumed run)
-therefore builds in constant time (resample: plus ~0.1 ms per pass before P) and equals
+therefore builds in constant time (resample: plus C binomial draws, ~0.1 us each, per
+pass before P) and equals
 the uninterrupted stream from P on. per_class and rejection are not functions of the
 position: they reach P by skipping, which takes time linear in P.
 
