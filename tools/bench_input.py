@@ -26,7 +26,10 @@ Rows:
              tf.data pipeline (map with AUTOTUNE, batch, prefetch), measured one after the
              other, in alternating order from repeat to repeat.
 Each number is the median of --repeats runs; the ratio is the median of the runs' ratios,
-and the last column lists them, which shows how much the machine's load moved them.
+and the next column lists them, which shows how much the machine's load moved them. The
+last two columns are the same ratio in images per second of this process's CPU time,
+which other processes' load hardly moves (all cores: both pipelines use both cores, so it
+compares the work each does, not how well it spreads).
 Run with -m from the project root (tools/ is not part of the installed package).
 """
 
@@ -38,6 +41,7 @@ import os
 import statistics
 import tempfile
 import time
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -155,20 +159,30 @@ def examples_with_seeds(count: int, num_files: int) -> tf.data.Dataset:
   return tf.data.Dataset.zip(indices, tf.data.Dataset.random(seed=1).batch(2))
 
 
+class Rate(NamedTuple):
+  """Images per second of wall time, and per second of this process's CPU time: other
+  processes' load slows the first, hardly the second (one pipeline works at a time)."""
+  wall: float
+  cpu: float
+
+
 def interleaved_rates(reference: tf.data.Dataset, ours: tf.data.Dataset, num_batches: int,
-                      batch_size: int) -> tuple[float, float]:
-  """Images/s of two one-thread pipelines pulled one batch each in turn (after an untimed
+                      batch_size: int) -> tuple[Rate, Rate]:
+  """Rates of two one-thread pipelines pulled one batch each in turn (after an untimed
   batch each), so both see the same machine load."""
   iterators = [iter(reference), iter(ours)]
   for iterator in iterators:
     next(iterator)
-  elapsed = [0.0, 0.0]
+  elapsed, spent = [0.0, 0.0], [0.0, 0.0]
   for step in range(num_batches):
     for which in ((0, 1) if step % 2 == 0 else (1, 0)):
-      start = time.perf_counter()
+      start, start_cpu = time.perf_counter(), time.process_time()
       next(iterators[which])
       elapsed[which] += time.perf_counter() - start
-  return num_batches * batch_size / elapsed[0], num_batches * batch_size / elapsed[1]
+      spent[which] += time.process_time() - start_cpu
+  images = num_batches * batch_size
+  return (Rate(images / elapsed[0], images / spent[0]),
+          Rate(images / elapsed[1], images / spent[1]))
 
 
 def alternating(reference, ours):
@@ -185,22 +199,24 @@ def alternating(reference, ours):
   return measure
 
 
-def rate_per_batch(dataset: tf.data.Dataset, num_batches: int, batch_size: int) -> float:
-  """Images/s over `num_batches` batches after one untimed batch (setup, tracing)."""
+def rate_per_batch(dataset: tf.data.Dataset, num_batches: int, batch_size: int) -> Rate:
+  """Over `num_batches` batches after one untimed batch (setup, tracing)."""
   iterator = iter(dataset)
   next(iterator)
-  start = time.perf_counter()
+  start, start_cpu = time.perf_counter(), time.process_time()
   for _ in range(num_batches):
     next(iterator)
-  return num_batches * batch_size / (time.perf_counter() - start)
+  images = num_batches * batch_size
+  return Rate(images / (time.perf_counter() - start), images / (time.process_time() - start_cpu))
 
 
-def rate_whole_pass(build, num_images: int) -> float:
-  """Images/s of building `build()` and reading it to the end."""
-  start = time.perf_counter()
+def rate_whole_pass(build, num_images: int) -> Rate:
+  """Of building `build()` and reading it to the end."""
+  start, start_cpu = time.perf_counter(), time.process_time()
   for _ in build():
     pass
-  return num_images / (time.perf_counter() - start)
+  return Rate(num_images / (time.perf_counter() - start),
+              num_images / (time.process_time() - start_cpu))
 
 
 def benchmarks(paths: list[str], data: config_lib.DataConfig, e2e_images: int):
@@ -341,13 +357,16 @@ def main(argv=None) -> int:
   print(f"{len(paths)} images ({source}), output {args.image_size} px, "
         f"median of {args.repeats}, TensorFlow {tf.__version__}\n")
   print("| pipeline | threads | reference | reference img/s | cbd_tf img/s | cbd_tf / reference "
-        "| each run |")
-  print("|---|---|---|---|---|---|---|")
+        "| each run | in CPU time | each run |")
+  print("|---|---|---|---|---|---|---|---|---|")
   for name, (threads, label, _) in rows.items():
-    reference, ours = (statistics.median(values) for values in rates[name])
-    ratios = [o / r for r, o in zip(*rates[name])]
+    reference, ours = (statistics.median(rate.wall for rate in values)
+                       for values in rates[name])
+    ratios = [o.wall / r.wall for r, o in zip(*rates[name])]
+    cpu_ratios = [o.cpu / r.cpu for r, o in zip(*rates[name])]
     print(f"| {name} | {threads} | {label} | {reference:.0f} | {ours:.0f} | "
-          f"{statistics.median(ratios):.2f}x | {' '.join(f'{r:.2f}' for r in ratios)} |")
+          f"{statistics.median(ratios):.2f}x | {' '.join(f'{r:.2f}' for r in ratios)} | "
+          f"{statistics.median(cpu_ratios):.2f}x | {' '.join(f'{r:.2f}' for r in cpu_ratios)} |")
   return 0
 
 

@@ -135,7 +135,8 @@ def preprocess_train(image: tf.Tensor, example_seed: tf.Tensor,
                      data: config_lib.DataConfig) -> tf.Tensor:
   """Encoded bytes (scalar string) or uint8 (H, W, C) image -> float32 (S, S, 3) in [0, 1]:
   what pipeline.train_batches runs on each training example (on image files in two maps,
-  crop_resize_flip then augment_image, so a broken file is skipped between them)."""
+  decode_and_crop, then resize_and_flip and augment_image, so a broken file is skipped
+  between them)."""
   seeds = train_seeds(example_seed)
   return augment_image(crop_resize_flip(image, seeds, data), seeds.rest, data)
 

@@ -67,13 +67,15 @@ def train_batches(examples: tf.data.Dataset, split: sources.Split, data: config_
   """(index, example_seed[, key]) elements -> batches of (images, labels[, keys]), remainder
   dropped; a key (teacher_views.py: which view of its image) travels with its example.
 
-  Image files: one map reads the file, decodes its crop window (a JPEG only inside the
-  window), resizes and flips it, as the official pipeline's one map does; ignore_errors
-  follows it, so a file broken since sources.load_source checked it is skipped, logged and
-  counted in `drop_counter`. Resizing and flipping a decoded crop cannot fail; RandAugment
-  and colour jitter can, so they run in a second map after ignore_errors, where an error
-  stops the run instead of silently emptying the stream. Each seed travels with its
-  example, so a skipped file does not shift the seeds of the others.
+  Image files: one map reads the file and decodes its crop window (a JPEG only inside the
+  window); ignore_errors follows it, so a file broken since sources.load_source checked it
+  is skipped, logged and counted in `drop_counter`. A second map resizes and flips the crop,
+  then applies RandAugment and colour jitter if asked: resizing and flipping cannot fail,
+  and an error in the augmentations stops the run instead of silently emptying the stream.
+  tf.data fuses that map with the batch (map_and_batch_fusion), which a ignore_errors
+  between the map and the batch would rule out: on 2 cores that fusion is worth more than
+  the second map costs (docs/input_speed.md). Each seed travels with its example, so a
+  skipped file does not shift the seeds of the others.
   """
   labels = tf.constant(split.labels, tf.int64)
   if not split.is_encoded:
@@ -91,8 +93,8 @@ def train_batches(examples: tf.data.Dataset, split: sources.Split, data: config_
 
   def read(index, example_seed, *key, position=None):
     seeds = augment.train_seeds(example_seed)
-    image = augment.crop_resize_flip(tf.io.read_file(tf.gather(paths, index)), seeds, data)
-    example = {"image": image, "label": tf.gather(labels, index)}
+    crop = augment.decode_and_crop(tf.io.read_file(tf.gather(paths, index)), seeds.crop, data)
+    example = {"crop": crop, "flip_seed": seeds.flip, "label": tf.gather(labels, index)}
     if augmenting:
       example["rest_seed"] = seeds.rest
     if key:
@@ -107,9 +109,8 @@ def train_batches(examples: tf.data.Dataset, split: sources.Split, data: config_
         num_parallel_calls=num_parallel_calls)
   else:
     examples = examples.map(read, num_parallel_calls=num_parallel_calls)
-  dataset = examples.ignore_errors(log_warning=True)
-  if augmenting:
-    dataset = _augmented(dataset, data, num_parallel_calls)
+  dataset = examples.ignore_errors(log_warning=True).map(
+      _finisher(data, augmenting), num_parallel_calls=num_parallel_calls)
   dataset = dataset.batch(batch_size, drop_remainder=True)
   if counting:
     dataset = _count_dropped(dataset, drop_counter)
@@ -117,16 +118,18 @@ def train_batches(examples: tf.data.Dataset, split: sources.Split, data: config_
                                     *([batch["key"]] if "key" in batch else [])))
 
 
-def _augmented(examples: tf.data.Dataset, data: config_lib.DataConfig,
-               num_parallel_calls: int | None) -> tf.data.Dataset:
-  """Examples with a rest_seed -> without it, RandAugment and jitter applied to their image
-  as the config asks."""
+def _finisher(data: config_lib.DataConfig, augmenting: bool):
+  """An example with its decoded crop -> with its image: resized, flipped, and RandAugment
+  and jitter applied as the config asks."""
 
   def finish(example):
     example = dict(example)
-    example["image"] = augment.augment_image(example["image"], example.pop("rest_seed"), data)
+    image = augment.resize_and_flip(example.pop("crop"), example.pop("flip_seed"), data)
+    if augmenting:
+      image = augment.augment_image(image, example.pop("rest_seed"), data)
+    example["image"] = image
     return example
-  return examples.map(finish, num_parallel_calls=num_parallel_calls)
+  return finish
 
 
 def eval_batches(split: sources.Split, data: config_lib.DataConfig,

@@ -63,9 +63,11 @@ def test_each_pass_is_a_fresh_order_with_runs_of_copies():
   # Copies in a row, as the reference's flat_map; records in pass order.
   starts = np.flatnonzero(np.diff(first, prepend=-1))
   runs = np.diff(np.append(starts, len(first)))
-  assert runs.max() >= 7  # the 3-record class: r = 73 / (4 * 3) ~ 6.1
   records = first[starts]
-  assert len(np.unique(records)) == len(records)
+  assert len(np.unique(records)) == len(records)  # each record's copies in one run
+  whole = np.floor(ratios.numpy()).astype(int)[labels[records]]
+  assert np.all((runs == np.maximum(whole, 1)) | (runs == whole + 1))
+  assert runs.max() >= 6  # the 3-record class: r = 73 / (4 * 3) ~ 6.1
   assert not np.array_equal(first[:20], second[:20])
 
 

@@ -116,6 +116,6 @@ def test_profile_input_tiny_prints_a_row_per_part_taken_out():
   rows = [line for line in result.stdout.splitlines()
           if line.startswith("| ") and not line.startswith("| cbd_tf training map")]
   assert [row.split("|")[1].strip() for row in rows] == [
-      "as training runs it", "- drop counting", "- ignore_errors", "- pixel limit",
+      "as training runs it", "one map", "- drop counting", "- ignore_errors", "- pixel limit",
       "- format branch"]
   assert all(float(row.split("|")[3]) > 0 for row in rows)  # cbd_tf images per CPU-second
