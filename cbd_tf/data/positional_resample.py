@@ -10,8 +10,9 @@ kept with probability r, the same law), then shuffles the copies through the buf
               `instance` passes of sampling.py.
   copies      per class, how many of its n_c records get the extra copy in pass k is drawn
               as Binomial(n_c, r_c - floor(r_c)) (stateless, keyed by (seed, k)), and which
-              ones by a stateless permutation of the class's records keyed by (seed, k, c):
-              the joint law of the reference's independent Bernoulli draws. A pass's length
+              ones as those with the smallest of a stateless uniform key per record (keyed
+              by (seed, k)): a uniformly random subset of that size, which is the joint law
+              of the reference's independent Bernoulli draws. A pass's length
               is then a sum over C classes, so a position is located by summing pass
               lengths, C numbers per pass (not N records per pass), then a cumulative sum
               inside the one pass that holds it.
