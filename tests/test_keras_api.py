@@ -217,7 +217,7 @@ def test_as_functional_is_a_view_sharing_the_classifier_weights():
   view = student.as_functional()
   images, _ = helpers.tiny_batch()
   np.testing.assert_allclose(view(images), student(images), atol=1e-6)
-  embedding = keras.Model(view.inputs, view.get_layer("embedding").output)
+  embedding = keras.Model(view.input, view.get_layer("embedding").output)
   np.testing.assert_allclose(embedding(images), student.embed(images), atol=1e-6)
   assert {id(w) for w in view.weights} == {id(w) for w in student.weights}
   with pytest.raises(ValueError, match="student feature width 32 != teacher width 64"):
