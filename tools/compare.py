@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -42,16 +41,15 @@ import sys
 import time
 from typing import Callable
 
-import numpy as np
-
 from cbd_tf import stage_registry
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare_figure  # pylint: disable=wrong-import-position  (beside this file)
+import compare_tau  # pylint: disable=wrong-import-position
 
 # The project root: runs start there, so flagfiles include each other by relative paths.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLUMNS = ("top1", "many", "medium", "few", "ece")
+COLUMNS = compare_figure.COLUMNS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,7 +236,7 @@ def ensure_run(name: str, seed_dir: str, seed: int, options: dict) -> dict:
                 run.flags(seed_dir, seed, options))
   elif not os.path.exists(os.path.join(workdir, "final.weights.h5")):
     if name == "tau_norm" and seed not in options["tau"]:
-      options["tau"][seed] = choose_tau(os.path.join(seed_dir, "ce_linear"), options)
+      options["tau"][seed] = compare_tau.choose_tau(os.path.join(seed_dir, "ce_linear"), options)
     start = time.time()
     _run_module("cbd_tf.train", [f"--flagfile={options['flagfile']}", f"--workdir={workdir}",
                                  *options["overrides"], *run.flags(seed_dir, seed, options)])
@@ -273,42 +271,6 @@ def _reevaluate(trained_dir: str, workdir: str, flags: list[str]) -> None:
       workdir=workdir, long_tail={"posthoc_tau": changes["posthoc_tau"]})
   config.save(os.path.join(workdir, run_dir.CONFIG))
   _run_module("cbd_tf.evaluate", [f"--workdir={workdir}"])
-
-
-def mnist_lt_validation_pool(config):
-  """mnist_lt has no validation split: the bundled MNIST images in neither its training nor
-  its test split (verified by content)."""
-  from cbd_tf.data import sources  # pylint: disable=import-outside-toplevel
-  source = sources.load_source(config.data)
-  digest = lambda image: hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
-  used = {digest(image) for image in source.train.images} | {
-      digest(image) for image in source.test.images}
-  with np.load(sources.MNIST_FILE) as arrays:
-    images = arrays["images"][..., np.newaxis]
-    labels = arrays["labels"].astype(np.int64)
-  keep = np.array([digest(image) not in used for image in images])
-  return sources.Split(images[keep], labels[keep]), source.train_counts
-
-
-def choose_tau(backbone_dir: str, options: dict) -> float | None:
-  """--tau if given; for mnist_lt the tau with the best mean per-class accuracy on its
-  validation pool; otherwise None: the stage sweeps the data set's validation split."""
-  from cbd_tf import decoupled, metrics, run_models  # pylint: disable=import-outside-toplevel
-  from cbd_tf.data import pipeline  # pylint: disable=import-outside-toplevel
-  if options["fixed_tau"] is not None:
-    return options["fixed_tau"]
-  if options["dataset"] != "mnist_lt":
-    return None
-  model, config = run_models.load_classifier(backbone_dir)
-  split, train_counts = mnist_lt_validation_pool(config)
-  sweep = decoupled.sweep_tau(model, pipeline.build_eval_dataset(split, config.data),
-                              train_counts, decoupled.TAU_SWEEP)
-  tau = metrics.best_tau(sweep)
-  options["sweeps"][backbone_dir] = {str(t): {k: r[k] for k in COLUMNS} for t, r in sweep.items()}
-  print(f"  tau sweep on the validation pool ({len(split)} images) of {backbone_dir}: "
-        + ", ".join(f"{t:g}: {100 * r['top1']:.1f}" for t, r in sweep.items())
-        + f" -> tau = {tau:g}", flush=True)
-  return tau
 
 
 def markdown_table(summary: dict, seeds: list[int]) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+COLUMNS = ("top1", "many", "medium", "few", "ece")
+
 
 def summarise(rows: dict[str, list[dict]], columns: tuple[str, ...]) -> dict:
   """{method: {column: {"mean", "std", "values"}}}, accuracies and ECE in percent."""
