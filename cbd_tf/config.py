@@ -226,10 +226,9 @@ class DistillConfig:
   teacher_sampling: str = setting(
       "instance", "teacher_sampling", "Sampling of the teachers trained by --stage=pipeline.")
   teacher_views: int = setting(
-      0, "teacher_views", "M fixed augmented views per training image (0: a fresh view at "
-      "every draw). --stage=teacher_features caches the teachers' features of each; a student "
-      "or pipeline then draws one of its image's M views per example (a pipeline caches after "
-      "its teachers and trains the student from the cache).")
+      0, "teacher_views", "M fixed augmented views per image (0: a fresh view at every draw): "
+      "--stage=teacher_features caches the teachers' features of each; a student or pipeline "
+      "draws one of its image's M views per example (a pipeline trains it from the cache).")
   teacher_features: str = setting(
       "", "teacher_features", "--stage=student: a --stage=teacher_features directory; the "
       "student reads its teachers' features there and loads no teacher.")
