@@ -14,15 +14,15 @@ overrides the flagfile's 40); finished runs and caches are reused.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
-import subprocess
 import sys
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measure_tuning import read_json  # pylint: disable=wrong-import-position  (beside this file)
+import measure_tuning  # pylint: disable=wrong-import-position
+
 FLAGFILE = "--flagfile=configs/mnist_pairs.flags"
 CACHE_RECORD = "teacher_features.json"  # what --stage=teacher_features writes at its end
 
@@ -82,26 +82,8 @@ def main(argv=None) -> None:
 
 
 def train(workdir: str, done: str, *flags: str) -> float | None:
-  """Runs the mnist_pairs flagfile with `flags` unless `workdir`/`done` exists; returns the
-  log's last seconds per step."""
-  log = os.path.join(workdir, "train_log.txt")
-  if not os.path.exists(os.path.join(workdir, done)):
-    os.makedirs(workdir, exist_ok=True)
-    with open(log, "w") as f:
-      subprocess.run([sys.executable, "-m", "cbd_tf.train", FLAGFILE, f"--workdir={workdir}",
-                      *flags], cwd=ROOT, check=True, stdout=f, stderr=subprocess.STDOUT,
-                     env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-  with open(log) as f:
-    steps = re.findall(r"(\d+)(ms|s)/step", f.read())
-  if not steps:
-    return None
-  value, unit = steps[-1]
-  return float(value) / (1000 if unit == "ms" else 1)
-
-
-def read_json(path: str) -> dict:
-  with open(path) as f:
-    return json.load(f)
+  """The mnist_pairs flagfile with `flags`, unless `workdir`/`done` exists: s / step."""
+  return measure_tuning.train(workdir, FLAGFILE, *flags, done=done)
 
 
 if __name__ == "__main__":

@@ -52,10 +52,10 @@ def write_preset(directory: str, image_size: int) -> str:
   return directory
 
 
-def train(workdir: str, *flags: str) -> float | None:
-  """Trains unless `workdir` has finished; returns the last epoch's seconds per step."""
+def train(workdir: str, *flags: str, done: str = "metrics.json") -> float | None:
+  """Trains unless `workdir`/`done` exists; returns the last epoch's seconds per step."""
   log = os.path.join(workdir, "train_log.txt")
-  if not os.path.exists(os.path.join(workdir, "metrics.json")):
+  if not os.path.exists(os.path.join(workdir, done)):
     os.makedirs(workdir, exist_ok=True)
     with open(log, "w") as f:
       subprocess.run([sys.executable, "-m", "cbd_tf.train", f"--workdir={workdir}", *flags],
