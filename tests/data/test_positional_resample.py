@@ -78,7 +78,9 @@ def test_statistics_match_the_reference_buffer(monkeypatch):
   index, how often an index came back within 1 / 16 / 128 / 1,024 positions, and the
   dispersion of class counts over windows of 1,280. Each statistic is compared per block of
   2,048 draws; a difference over 4 standard errors fails. The same check tells a 700-record
-  buffer and independent draws apart, so it can fail."""
+  buffer and independent draws apart, so it can fail. (The reference's tf.data ops draw
+  from the global seed too, which earlier tests in the process may set: the test holds
+  whichever stream they draw, as it did alone and in the suite.)"""
   draws = 65_536
   source = tf.data.Dataset.range(len(TINY_LABELS)).shuffle(len(TINY_LABELS), seed=1).map(
       lambda index: (index, tf.gather(tf.constant(TINY_LABELS), index)))
@@ -97,8 +99,10 @@ def test_statistics_match_the_reference_buffer(monkeypatch):
   independent = sampling.sample_indices(TINY_LABELS, "class_balanced", seed=SEED)
   independent = block_statistics(next(iter(independent.batch(draws))).numpy()[4096:])
   differences = z_scores(reference_stats, independent)
-  del differences["back<=1024"]  # independent draws come back about as often at this range
-  assert all(abs(z) > 4 for z in differences.values()), differences
+  # Runs of copies show in these; an index coming back at the next position or within
+  # 1,024 is about as rare or as common with independent draws at these counts.
+  for name in ("dup128", "back<=16", "back<=128", "dispersion"):
+    assert abs(differences[name]) > 4, differences
 
 
 def block_statistics(indices, block=2048, window=1280):
