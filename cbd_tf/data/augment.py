@@ -39,10 +39,28 @@ def decode_image(contents: tf.Tensor,
   alone), BMP or still WebP -> uint8 (H, W, 3). Raises InvalidArgumentError on a corrupt,
   truncated or non-image file, and before decoding on one declaring more than `max_pixels`
   pixels (image_header.checked)."""
-  image = tf.io.decode_image(image_header.checked(contents, max_pixels), channels=3,
-                             dtype=tf.uint8, expand_animations=False)
+  def jpeg():
+    shape = tf.io.extract_jpeg_shape(contents)
+    with tf.control_dependencies([image_header.check_pixels(shape[0], shape[1], max_pixels)]):
+      return tf.io.decode_jpeg(contents, channels=3)
+
+  def other_format(contents):
+    return tf.io.decode_image(image_header.checked(contents, max_pixels), channels=3,
+                              dtype=tf.uint8, expand_animations=False)
+
+  image = tf.cond(tf.io.is_jpeg(contents), jpeg,
+                  lambda: _not_inlined(other_format)(contents))
   image.set_shape([None, None, 3])
   return image
+
+
+def _not_inlined(function):
+  """In a graph, `function` as one call node: ops of a tf.cond branch not taken still cost
+  the executor per example (the header checks' ~100: ~55 us per JPEG, measured with
+  tools/profile_input.py)."""
+  if tf.executing_eagerly():
+    return function
+  return tf.function(function, autograph=False, experimental_attributes={"_noinline": True})
 
 
 class TrainSeeds(NamedTuple):
@@ -91,12 +109,8 @@ def decode_and_crop(contents: tf.Tensor, crop_seed: tf.Tensor,
   def other_format(contents, crop_seed):
     return crop(decode_image(contents, data.max_image_pixels), crop_seed, data)
 
-  if not tf.executing_eagerly():
-    # One call node instead of the header checks' ~100 ops: ops of the branch not taken
-    # still cost the executor per example (~55 us per JPEG, measured: tools/profile_input.py).
-    other_format = tf.function(other_format, autograph=False,
-                               experimental_attributes={"_noinline": True})
-  image = tf.cond(tf.io.is_jpeg(contents), jpeg, lambda: other_format(contents, crop_seed))
+  image = tf.cond(tf.io.is_jpeg(contents), jpeg,
+                  lambda: _not_inlined(other_format)(contents, crop_seed))
   image.set_shape([None, None, 3])
   return image
 
