@@ -113,13 +113,13 @@ class CBDDistiller(train_step.TrainStepModel):
   def backbone_variables(self) -> list:
     return self.student.backbone_variables
 
-  def loss_targets(self, images, cached=None):
-    if cached is None:
-      if not self.teachers:
-        raise ValueError("this CBDDistiller has no teachers: its batches must be (images, "
-                         "labels, teacher features)")
-      cached = teacher_features(self.teachers, images)
-    return tf.stop_gradient(tf.cast(cached, tf.float32))
+  def loss_targets(self, images, *extra):
+    if self.teachers:  # a batch's third element (Keras' sample weights) is not read
+      return tf.stop_gradient(teacher_features(self.teachers, images))
+    if not extra:
+      raise ValueError("this CBDDistiller has no teachers: its batches must be (images, "
+                       "labels, teacher features)")
+    return tf.stop_gradient(tf.cast(extra[0], tf.float32))
 
   def loss_terms(self, images, labels, targets):
     logits, features = self.student.call_with_features(images, training=True)

@@ -125,3 +125,18 @@ def test_mirrored_two_replicas_match_one_device(stage):
     assert {"loss_distill_0", "loss_distill_1"} <= set(single)
   for name, value in single.items():
     np.testing.assert_allclose(mirrored[name], value, rtol=1e-5, err_msg=name)
+
+
+def test_a_distiller_of_cached_features_reads_them_from_the_batch():
+  images, labels = helpers.tiny_batch()
+  teacher = helpers.tiny_classifier()
+  features = distiller.teacher_features([teacher], images)
+  student = helpers.tiny_classifier(projection_dim=64)
+  cached = distiller.CBDDistiller(student, teacher_widths=[64])
+  live = distiller.CBDDistiller(student, [teacher])
+  np.testing.assert_array_equal(cached.loss_targets(images, features),
+                                live.loss_targets(images, np.zeros_like(features)))
+  with pytest.raises(ValueError, match="its batches must be \\(images, labels, teacher features\\)"):
+    cached.loss_targets(images)
+  with pytest.raises(ValueError, match="needs teachers, or the teacher_widths"):
+    distiller.CBDDistiller(student, [teacher], teacher_widths=[64])
