@@ -19,10 +19,9 @@ from typing import Any
 from cbd_tf import config_migrations, errors, stage_registry
 from cbd_tf.choices import (  # pylint: disable=unused-import  (re-exported)
     ADAPTER_TUNINGS, AUGMENTATION_ALIASES, AUGMENTATIONS, BACKBONE_TUNINGS,
-    DEFAULT_WARMUP_EPOCHS, HEAD_INITS, HEADS, IMAGENET_PROMPT_ENSEMBLE, MIXED_PRECISION,
-    TEST_TIME_CROPS,
-    MOMENTUM_UPDATES, LR_SCHEDULES, POSTHOC_TAU_ON_VAL, PRESET_PREFIX, SAMPLING_METHODS,
-    STRATEGIES, TEACHER_RUN_NAMES, parse_teacher_spec, teacher_run_name)
+    DEFAULT_WARMUP_EPOCHS, HEAD_INITS, HEADS, IMAGENET_PROMPT_ENSEMBLE, LR_SCHEDULES,
+    MIXED_PRECISION, MOMENTUM_UPDATES, POSTHOC_TAU_ON_VAL, PRESET_PREFIX, SAMPLING_METHODS,
+    STRATEGIES, TEACHER_RUN_NAMES, TEST_TIME_CROPS, parse_teacher_spec, teacher_run_name)
 from cbd_tf.config_checks import check, check_config
 from cbd_tf.long_tail_config import (  # pylint: disable=unused-import  (re-exported)
     DECOUPLED_BATCHNORM, LOSSES, NCM_DISTANCES, NCM_FEATURES, LongTailConfig)

@@ -36,6 +36,17 @@ def train(*args, env=None):
   return result
 
 
+def _own_prediction(run: str, tmp_path):
+  """(the run's model, a small PNG, the model's probabilities for it): what a served
+  prediction of that image must equal."""
+  model, config = run_models.load_classifier(run)
+  image = fakes.write_file(tmp_path / "digit.png", fakes.image_bytes("png", size=(20, 20)))
+  with open(image, "rb") as f:
+    preprocessed = augment.preprocess_eval(augment.decode_image(tf.constant(f.read())),
+                                           config.data)
+  return model, image, tf.nn.softmax(model(preprocessed[None])).numpy()[0]
+
+
 @pytest.mark.slow
 def test_preset_teacher_and_student_run_evaluate_resume_and_serve_offline(tmp_path):
   presets = {family: fakes.write_keras_hub_preset(tmp_path / "presets" / family, family, 16)
@@ -55,12 +66,7 @@ def test_preset_teacher_and_student_run_evaluate_resume_and_serve_offline(tmp_pa
   with open(os.path.join(teacher, "metrics.json")) as f:
     trained = json.load(f)
   # The teacher run's own prediction for an image, to compare the served one with.
-  model, config = run_models.load_classifier(teacher)
-  image = fakes.write_file(tmp_path / "digit.png", fakes.image_bytes("png", size=(20, 20)))
-  with open(image, "rb") as f:
-    preprocessed = augment.preprocess_eval(augment.decode_image(tf.constant(f.read())),
-                                           config.data)
-  expected = tf.nn.softmax(model(preprocessed[None])).numpy()[0]
+  model, image, expected = _own_prediction(teacher, tmp_path)
 
   shutil.rmtree(tmp_path / "presets")
   env = offline_environment(tmp_path)
@@ -220,12 +226,7 @@ def test_adapted_preset_run_resumes_teaches_and_exports_offline(tmp_path):
   assert trained["backbone"] == 2 * 16 + 16 * 2 + 2 + 2 * 16 + 16 + 1
   assert f"trains {trained['total']:,} weights, {trained['backbone']:,} of them" in first.stderr
   weights = os.path.join(teacher, "final.weights.h5")
-  model, config = run_models.load_classifier(teacher)
-  image = fakes.write_file(tmp_path / "digit.png", fakes.image_bytes("png", size=(20, 20)))
-  with open(image, "rb") as f:
-    preprocessed = augment.preprocess_eval(augment.decode_image(tf.constant(f.read())),
-                                           config.data)
-  expected = tf.nn.softmax(model(preprocessed[None])).numpy()[0]
+  model, image, expected = _own_prediction(teacher, tmp_path)
 
   shutil.rmtree(tmp_path / "presets")
   env = offline_environment(tmp_path)
